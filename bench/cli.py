@@ -1,0 +1,316 @@
+"""The `advparams` command: train, evaluate, encrypt, decrypt, attack, demo.
+
+Bad input ends with one line on stderr naming the problem and exit code 2; a refused operation leaves
+every model and key file as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from attacks import AttackError
+from bench.errors import BenchError
+from protect import ProtectError
+
+console = Console()
+USER_ERRORS = (BenchError, ProtectError, AttackError)
+
+
+# --------------------------------------------------------------------------------------------- options
+def _key_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected name=value, got {text!r}")
+    name, value = text.split("=", 1)
+    return name.strip(), value.strip()
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: int, float, true/false, else the string itself."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _pairs(items: Sequence[tuple[str, str]] | None) -> dict[str, Any]:
+    return {k: parse_value(v) for k, v in items or []}
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data-root", type=Path, help="data set folder (default: $ADVPARAMS_DATA_ROOT, else ~/.cache/advparams/data)")
+    g.add_argument("--download", action="store_true", help="let torchvision download a missing data set")
+    g.add_argument("--data-path", type=Path, help="folder holding train/ and test/ for the imagefolder data set")
+
+
+def _data(args: argparse.Namespace):
+    from bench.workflow import DataOptions
+
+    return DataOptions(root=args.data_root, download=args.download, path=args.data_path)
+
+
+def _add_passphrase_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("key passphrase (never taken from the command line itself)")
+    x = g.add_mutually_exclusive_group()
+    x.add_argument("--passphrase-env", metavar="VAR", help="read it from environment variable VAR")
+    x.add_argument("--passphrase-file", type=Path, metavar="FILE", help="read it from the first line of FILE")
+    x.add_argument("--passphrase-prompt", action="store_true", help="ask for it on the terminal")
+
+
+def _passphrase(args: argparse.Namespace, *, confirm: bool = False) -> str | None:
+    if args.passphrase_env:
+        value = os.environ.get(args.passphrase_env, "")
+        if not value:
+            raise BenchError(f"environment variable {args.passphrase_env} is unset or empty")
+        return value
+    if args.passphrase_file:
+        if not args.passphrase_file.is_file():
+            raise BenchError(f"passphrase file not found: {args.passphrase_file}")
+        lines = args.passphrase_file.read_text().splitlines()
+        if not lines or not lines[0]:
+            raise BenchError(f"passphrase file {args.passphrase_file} is empty")
+        return lines[0]
+    if args.passphrase_prompt:
+        value = getpass.getpass("Key passphrase: ")
+        if not value:
+            raise BenchError("empty passphrase")
+        if confirm and getpass.getpass("Repeat the passphrase: ") != value:
+            raise BenchError("the two passphrases differ")
+        return value
+    return None
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, justify="left" if c in ("", "model", "attack", "state") else "right")
+    for r in rows:
+        table.add_row(*[str(v) for v in r])
+    console.print(table)
+
+
+# -------------------------------------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> None:
+    from bench.plan import TrainJob
+    from bench.progress import progress_bar
+    from bench.train import train_baseline, training_settings
+
+    settings = training_settings(epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size)
+    job = TrainJob(
+        dataset=args.dataset,
+        dataset_path=str(args.data_path.resolve()) if args.data_path else None,
+        model=args.model,
+        model_args=_pairs(args.model_arg),
+        training=settings.model_dump(),
+        seed=args.seed,
+    )
+    ds = _data(args).load(args.dataset)
+    out = args.out or Path("runs/models") / job.file_name()
+    if args.out and out.exists() and not args.force:
+        raise BenchError(f"{out} exists already (use --force to replace it)")
+    if args.force and out.exists():
+        out.unlink()
+    steps = settings.epochs * -(-len(ds.train) // settings.batch_size)
+    with progress_bar(f"training {args.model} on {args.dataset}") as progress:
+        done = iter(range(1, steps + 1))
+        path, acc = train_baseline(job, ds, out, on_batch=lambda: progress(next(done), steps))
+    console.print(f"test accuracy {_pct(acc)} %  ->  {path}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from bench.workflow import evaluate_file
+
+    acc, spec = evaluate_file(args.model_file, data=_data(args), dataset=args.dataset)
+    state = spec.extra.get("state", "?")
+    console.print(f"{args.model_file}: {spec.model} on {args.dataset or spec.dataset} ({state}): test accuracy {_pct(acc)} %")
+
+
+def _budget(args: argparse.Namespace):
+    import protect
+
+    return protect.Budget(
+        max_params=args.max_params,
+        eps=args.eps,
+        params_per_step=args.params_per_step,
+        target_accuracy=args.target_accuracy,
+        layers=args.layers,
+        stay_in_range=not args.allow_out_of_range,
+        seed=args.seed,
+    )
+
+
+def cmd_encrypt(args: argparse.Namespace) -> None:
+    from bench.progress import progress_bar
+    from bench.workflow import encrypt_file
+
+    budget = _budget(args)
+    passphrase = _passphrase(args, confirm=True)
+    with progress_bar(f"encrypting ({args.method})") as progress:
+        r = encrypt_file(
+            args.model_file,
+            args.out,
+            args.key,
+            budget=budget,
+            method=args.method,
+            data=_data(args),
+            split_seed=args.seed,
+            owner_count=args.owner_samples,
+            passphrase=passphrase,
+            force=args.force,
+            progress=progress,
+        )
+    _table(
+        f"{args.method} encryption",
+        ["clean %", "encrypted %", "drop (points)", "drop (% of clean)", "scalars changed", "share of params %", "seconds"],
+        [[_pct(r.acc_clean), _pct(r.acc_encrypted), f"{r.drop_points:.2f}", f"{r.drop_relative:.2f}",
+          f"{r.num_changed} / {r.total_params}", f"{100 * r.encrypted_fraction:.6f}", f"{r.seconds:.2f}"]],
+    )
+    console.print(f"encrypted model -> {args.out}\nkey (fingerprint {r.key_fingerprint[:16]}) -> {args.key}")
+
+
+def cmd_decrypt(args: argparse.Namespace) -> None:
+    from bench.workflow import decrypt_file
+
+    acc_enc, acc_dec = decrypt_file(args.model_file, args.key, args.out, data=_data(args), passphrase=_passphrase(args))
+    console.print(
+        f"encrypted {_pct(acc_enc)} % -> decrypted {_pct(acc_dec)} %; every tensor restored bit for bit -> {args.out}"
+    )
+
+
+def cmd_attack(args: argparse.Namespace) -> None:
+    from attacks import AttackerBudget, get_attack
+    from bench.progress import progress_bar
+    from bench.workflow import attack_model, load_for, read_key
+
+    get_attack(args.name)  # unknown names fail before any data is loaded
+    key = read_key(args.key, _passphrase(args)) if args.key else None
+    model, spec, ds = load_for(args.model_file, _data(args), args.dataset)
+    budget = AttackerBudget(data_fraction=args.data_fraction, trials=args.tune, epochs=args.epochs)
+    with progress_bar(f"attack {args.name}: trials") as progress:
+        r = attack_model(
+            args.name,
+            model,
+            ds,
+            budget=budget,
+            seed=args.seed,
+            owner_count=args.owner_samples,
+            fixed=_pairs(args.param),
+            key=key,
+            acc_clean=spec.extra.get("clean_accuracy"),
+            study=args.study,
+            progress=progress,
+        )
+    rows = [[args.name, _pct(r.acc_clean), _pct(r.acc_encrypted), _pct(r.acc_attacked), _pct(r.val_attacked),
+             f"{r.seconds:.1f}", _pct(r.key_precision), _pct(r.key_recall)]]
+    _table(
+        f"attack on {args.model_file} ({ds.name}, attacker holds {100 * args.data_fraction:g} % of the training set)",
+        ["attack", "clean %", "encrypted %", "attacked %", "attacker val %", "seconds", "key precision %", "key recall %"],
+        rows,
+    )
+    console.print("tuned parameters: " + ", ".join(f"{k}={v}" for k, v in r.best_params.items()))
+
+
+# --------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="advparams",
+        description="Encrypt DNN parameters with AdvParams and measure how well the protection holds.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a clean baseline model", description="Train a clean baseline model and save it.")
+    p.add_argument("--dataset", default="digits", help="digits, fashion_mnist, cifar10, gtsrb or imagefolder")
+    p.add_argument("--model", default="cnn", help="mlp, cnn, lenet5, vgg_compact, vgg11_bn, vgg16_bn, resnet18, torchvision:NAME or MODULE:FACTORY")
+    p.add_argument("--model-arg", type=_key_value, action="append", metavar="NAME=VALUE", help="model keyword argument")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--optimizer", default="sgd", help="sgd or adam")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="model file to write (default: runs/models/<name>.safetensors)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    _add_data_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test accuracy of a model file", description="Accuracy of a model file on its data set's test split.")
+    p.add_argument("model_file", type=Path)
+    p.add_argument("--dataset", help="data set (default: the one named in the model file)")
+    _add_data_options(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("encrypt", help="encrypt a model file", description="Encrypt a clean model file; write the encrypted model and its secret key.")
+    p.add_argument("model_file", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="encrypted model file to write")
+    p.add_argument("--key", type=Path, required=True, help="secret key file to write (mode 0600)")
+    p.add_argument("--method", default="advparams", help="protection method: advparams or random")
+    p.add_argument("--max-params", type=int, default=64, help="most scalars to change")
+    p.add_argument("--eps", type=float, default=1.0, help="perturbation size per scalar")
+    p.add_argument("--params-per-step", type=int, default=1, help="scalars changed per gradient step")
+    p.add_argument("--target-accuracy", type=float, help="stop at this owner-sample accuracy (default: chance)")
+    p.add_argument("--layers", nargs="+", metavar="PATTERN", help="only parameters whose names match these patterns")
+    p.add_argument("--allow-out-of-range", action="store_true", help="let perturbed values leave their tensor's range")
+    p.add_argument("--owner-samples", type=int, default=512, help="owner's samples used for encryption")
+    p.add_argument("--seed", type=int, default=0, help="seed of the owner-sample draw and of the method")
+    p.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    _add_passphrase_options(p)
+    _add_data_options(p)
+    p.set_defaults(func=cmd_encrypt)
+
+    p = sub.add_parser("decrypt", help="decrypt a model file with its key", description="Restore an encrypted model file bit for bit with its key.")
+    p.add_argument("model_file", type=Path)
+    p.add_argument("--key", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="decrypted model file to write")
+    _add_passphrase_options(p)
+    _add_data_options(p)
+    p.set_defaults(func=cmd_decrypt)
+
+    p = sub.add_parser("attack", help="attack an encrypted model", description="Run one attack, tuned with Optuna on the attacker's validation split; print clean, encrypted and attacked accuracy.")
+    p.add_argument("name", help="attack name (see the registry)")
+    p.add_argument("--model-file", type=Path, required=True, help="the encrypted model file")
+    p.add_argument("--key", type=Path, help="the key, used only to score recovered positions; the attack never sees it")
+    p.add_argument("--dataset", help="data set (default: the one named in the model file)")
+    p.add_argument("--data-fraction", type=float, default=0.1, help="share of the training set the attacker holds")
+    p.add_argument("--tune", type=int, default=3, metavar="N_TRIALS", help="Optuna trials")
+    p.add_argument("--epochs", type=int, default=1, help="epochs per trial for attacks that train")
+    p.add_argument("--param", type=_key_value, action="append", metavar="NAME=VALUE", help="fix a parameter instead of tuning it")
+    p.add_argument("--owner-samples", type=int, default=512, help="owner samples held out of the attacker's share")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--study", type=Path, help="Optuna journal file, so an interrupted study resumes")
+    _add_passphrase_options(p)
+    _add_data_options(p)
+    p.set_defaults(func=cmd_attack)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except USER_ERRORS as err:
+        print(f"advparams: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("advparams: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The sweep's jobs: one typed entry point per kind, each a function of its spec and its inputs' files.
+
+A job reads the files its upstream jobs wrote under the storage root, writes its own there, and returns a
+`JobResult` of plain figures. It never touches MLflow (the driver logs) and never returns a key (keys stay
+in the storage root's private folder, mode 0600). Because a job depends only on its spec, it can run
+alone, in a test, on any node, and be retried.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from attacks import AttackerBudget
+from bench.data import DataSet
+from bench.modelfile import load_model
+from bench.plan import AttackJob, EncryptJob, Storage, TrainJob
+from bench.results import CELL_METRICS, JobResult, recovery
+from bench.train import compute_device, train_baseline
+from bench.workflow import DataOptions, attack_model, encrypt_file, read_key, verify_decryption
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What every job needs besides its spec: where files live, where data comes from, its threads."""
+
+    storage: Path
+    data: DataOptions
+    num_threads: int = 1
+
+    def prepare(self) -> Storage:
+        torch.set_num_threads(max(1, self.num_threads))
+        return Storage(self.storage)
+
+    def options(self, job: TrainJob) -> DataOptions:
+        """The data options, pointed at the job's own folder for the imagefolder data set."""
+        return self.data if not job.dataset_path else DataOptions(self.data.root, self.data.download, Path(job.dataset_path))
+
+    def dataset(self, job: TrainJob) -> DataSet:
+        return self.options(job).load(job.dataset)
+
+
+def _environment_tags() -> dict[str, str]:
+    device = compute_device()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {"host": platform.node(), "device": f"{device.type}:{name}"}
+
+
+def _train_params(job: TrainJob) -> dict:
+    return {"dataset": job.dataset, "model": job.model, "seed": job.seed,
+            **{f"model.{k}": v for k, v in job.model_args.items()},
+            **{f"train.{k}": v for k, v in job.training.items()}}
+
+
+def run_train(job: TrainJob, ctx: JobContext) -> JobResult:
+    storage = ctx.prepare()
+    start = time.perf_counter()
+    path, acc = train_baseline(job, ctx.dataset(job), storage.baseline(job))
+    return JobResult(
+        job.id, "train", job.name,
+        params={**_train_params(job), "job_id": job.id},
+        metrics={"acc_clean": acc, "train_seconds": time.perf_counter() - start},
+        tags={"kind": "train", "job_id": job.id, **_environment_tags()},
+    )
+
+
+def _budget_params(job: EncryptJob, max_params: int) -> dict:
+    b = {**job.budget, "max_params": max_params}
+    return {"method": job.method, "cell": job.cell, "owner_samples": job.owner_samples,
+            **{f"budget.{k}": (",".join(v) if isinstance(v, list) else v) for k, v in b.items()}}
+
+
+def run_encrypt(job: EncryptJob, ctx: JobContext, train: JobResult, match: JobResult | None = None) -> JobResult:
+    """Encrypt the baseline; a `random` job matched to an advparams job changes as many scalars as it did."""
+    import protect
+
+    storage = ctx.prepare()
+    max_params = job.budget["max_params"]
+    if match is not None:
+        max_params = max(1, int(match.metrics["num_encrypted"]))
+    budget = protect.Budget(**{**job.budget, "max_params": max_params})
+    outcome = encrypt_file(
+        storage.baseline(job.train), storage.encrypted(job), storage.key(job),
+        budget=budget, method=job.method, data=ctx.options(job.train), split_seed=job.train.seed,
+        owner_count=job.owner_samples, force=True,
+    )
+    acc_decrypted, exact = verify_decryption(
+        storage.encrypted(job), storage.key(job), storage.baseline(job.train), data=ctx.options(job.train)
+    )
+    stats = {f"stat.{k}": float(v) for k, v in outcome.stats.items() if isinstance(v, (int, float))}
+    return JobResult(
+        job.id, "encrypt", job.name,
+        params={**_train_params(job.train), **_budget_params(job, max_params), "job_id": job.id},
+        metrics={
+            "acc_clean": outcome.acc_clean, "acc_encrypted": outcome.acc_encrypted, "acc_decrypted": acc_decrypted,
+            "drop_points": outcome.drop_points, "drop_relative": outcome.drop_relative,
+            "encrypted_fraction": outcome.encrypted_fraction, "num_encrypted": float(outcome.num_changed),
+            "total_params": float(outcome.total_params), "encrypt_seconds": outcome.seconds,
+            "decrypt_bit_exact": float(exact), **stats,
+        },
+        tags={"kind": "encrypt", "job_id": job.id, "key_fingerprint": outcome.key_fingerprint, **_environment_tags()},
+    )
+
+
+def run_attack(job: AttackJob, ctx: JobContext, train: JobResult, encrypt: JobResult | None) -> JobResult:
+    """Attack the encrypted model (or, for an attack that ignores weights, the baseline's architecture)."""
+    storage = ctx.prepare()
+    ds = ctx.dataset(job.train)
+    source = storage.encrypted(job.encrypt) if job.encrypt else storage.baseline(job.train)
+    model, _ = load_model(source, device=compute_device())
+    key = read_key(storage.key(job.encrypt), None) if job.encrypt else None
+    budget = AttackerBudget(data_fraction=job.fraction, trials=job.trials, epochs=job.epochs)
+    outcome = attack_model(
+        job.attack, model, ds, budget=budget, seed=job.seed, owner_count=job.owner_samples,
+        val_fraction=job.val_fraction, fixed=job.fixed, key=key, study=storage.study(job),
+    )
+    metrics = {"acc_attacked": outcome.acc_attacked, "val_attacked": outcome.val_attacked,
+               "val_encrypted": outcome.val_before, "attack_seconds": outcome.seconds}
+    params = {**_train_params(job.train), "attack": job.attack, "fraction": job.fraction, "trials": job.trials,
+              "epochs": job.epochs, "job_id": job.id,
+              **{f"tuned.{k}": v for k, v in outcome.best_params.items()}}
+    if encrypt is not None:
+        metrics.update({k: encrypt.metrics[k] for k in (*CELL_METRICS, "encrypt_seconds") if k in encrypt.metrics})
+        rec = recovery(encrypt.metrics["acc_clean"], encrypt.metrics["acc_encrypted"], outcome.acc_attacked)
+        if rec is not None:
+            metrics["recovery"] = rec
+        params.update({k: v for k, v in encrypt.params.items() if k in ("method", "cell") or k.startswith("budget.")})
+    else:
+        metrics["acc_clean"] = train.metrics["acc_clean"]
+    if outcome.key_precision is not None:
+        metrics["key_precision"] = outcome.key_precision
+        metrics["key_recall"] = outcome.key_recall
+    trials = [asdict(t) for t in outcome.trials]
+    return JobResult(
+        job.id, "attack", job.name, params=params, metrics=metrics,
+        tags={"kind": "attack", "job_id": job.id, **_environment_tags(),
+              **({"key_fingerprint": encrypt.tags["key_fingerprint"]} if encrypt else {})},
+        artifacts={"trials.json": json.dumps(trials, indent=1, default=str)},
+    )

@@ -1,0 +1,189 @@
+"""The plan: a sweep config expanded into job specs, each named by a hash of what determines its result.
+
+A job's id is the hash of its resolved spec and of ``RESULTS_VERSION`` (bumped when a code change would
+change results, not on every commit, so finished jobs and caches survive ordinary work). Rerunning a config
+therefore finds the same ids and skips what is finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.config import SweepConfig
+
+#: Bump when a change to the code would change the results of finished jobs.
+RESULTS_VERSION = 1
+
+
+def stable_hash(payload: Any, length: int = 16) -> str:
+    """A short SHA-256 of a JSON-serialisable payload, independent of key order."""
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def _cell_label(max_params: int, eps: float) -> str:
+    return f"n={max_params},eps={eps:g}"
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    dataset: str
+    dataset_path: str | None
+    model: str
+    model_args: dict[str, Any]
+    training: dict[str, Any]  # bench.config.Training fields
+    seed: int
+
+    kind = "train"
+
+    @property
+    def id(self) -> str:
+        return stable_hash({"kind": self.kind, **asdict(self), "v": RESULTS_VERSION})
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}/{self.model}/seed={self.seed}/train"
+
+    def file_name(self) -> str:
+        return f"{self.dataset}-{self.model.replace(':', '_')}-s{self.seed}-{self.id}.safetensors"
+
+
+@dataclass(frozen=True)
+class EncryptJob:
+    train: TrainJob
+    method: str
+    budget: dict[str, Any]  # protect.Budget fields
+    owner_samples: int
+    match: str | None = None  # id of the advparams job whose scalar count a random job takes
+
+    kind = "encrypt"
+
+    @property
+    def id(self) -> str:
+        return stable_hash({"kind": self.kind, "train": self.train.id, "method": self.method,
+                            "budget": self.budget, "owner_samples": self.owner_samples, "match": self.match, "v": RESULTS_VERSION})
+
+    @property
+    def cell(self) -> str:
+        return _cell_label(self.budget["max_params"], self.budget["eps"])
+
+    @property
+    def name(self) -> str:
+        return f"{self.train.dataset}/{self.train.model}/{self.method}[{self.cell}]/seed={self.train.seed}"
+
+
+@dataclass(frozen=True)
+class AttackJob:
+    train: TrainJob
+    encrypt: EncryptJob | None  # None: an attack that ignores the stolen weights (the scratch reference)
+    attack: str
+    fraction: float
+    trials: int
+    epochs: int
+    val_fraction: float
+    owner_samples: int
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    kind = "attack"
+
+    @property
+    def id(self) -> str:
+        return stable_hash({"kind": self.kind, "train": self.train.id,
+                            "encrypt": self.encrypt.id if self.encrypt else None, "attack": self.attack,
+                            "fraction": self.fraction, "trials": self.trials, "epochs": self.epochs,
+                            "val_fraction": self.val_fraction, "owner_samples": self.owner_samples, "fixed": self.fixed, "v": RESULTS_VERSION})
+
+    @property
+    def seed(self) -> int:
+        return self.train.seed
+
+    @property
+    def name(self) -> str:
+        target = f"{self.encrypt.method}[{self.encrypt.cell}]" if self.encrypt else "from-scratch"
+        return f"{self.train.dataset}/{self.train.model}/{target}/{self.attack}@{self.fraction:.0%}/seed={self.seed}"
+
+
+Job = TrainJob | EncryptJob | AttackJob
+
+
+@dataclass(frozen=True)
+class Plan:
+    trains: list[TrainJob]
+    encrypts: list[EncryptJob]
+    attacks: list[AttackJob]
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [*self.trains, *self.encrypts, *self.attacks]
+
+    def counts(self) -> dict[str, int]:
+        return {"train": len(self.trains), "encrypt": len(self.encrypts), "attack": len(self.attacks)}
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where a sweep's files live: a folder every node reaches. Keys go in a private sub-folder."""
+
+    root: Path
+
+    def baseline(self, job: TrainJob) -> Path:
+        return self.root / "baselines" / f"{job.id}.safetensors"
+
+    def encrypted(self, job: EncryptJob) -> Path:
+        return self.root / "encrypted" / f"{job.id}.safetensors"
+
+    def key(self, job: EncryptJob) -> Path:
+        return self.root / "keys" / f"{job.id}.key"
+
+    def study(self, job: AttackJob) -> Path:
+        return self.root / "studies" / f"{job.id}.journal"
+
+
+def resolve_attacks(names: list[str], registered: list[str]) -> list[str]:
+    """Expand ``all`` to every registered attack; keep the given order otherwise."""
+    out: list[str] = []
+    for name in names:
+        for n in registered if name == "all" else [name]:
+            if n not in out:
+                out.append(n)
+    return out
+
+
+def make_plan(cfg: SweepConfig, registered_attacks: list[str], weight_free: set[str]) -> Plan:
+    """Expand the grid. ``weight_free`` names the attacks that ignore the stolen weights (run once per
+    baseline and attacker budget rather than once per encrypted model)."""
+    trains: list[TrainJob] = []
+    encrypts: list[EncryptJob] = []
+    attacks: list[AttackJob] = []
+    names = resolve_attacks(cfg.attacks.names, registered_attacks)
+    p = cfg.protect
+    for ds, seed in itertools.product(cfg.datasets, cfg.seeds):
+        for m in ds.models:
+            train = TrainJob(ds.name, ds.path, m.name, dict(m.args), m.training.model_dump(), seed)
+            trains.append(train)
+            cell_jobs: list[EncryptJob] = []
+            for max_params, eps in itertools.product(p.max_params, p.eps):
+                budget = {"max_params": max_params, "eps": eps, "params_per_step": p.params_per_step,
+                          "target_accuracy": p.target_accuracy, "layers": p.layers,
+                          "stay_in_range": p.stay_in_range, "seed": seed}
+                adv = EncryptJob(train, "advparams", budget, ds.owner_samples) if "advparams" in p.methods else None
+                if adv is not None:  # first: the jobs matched to it take its result
+                    cell_jobs.append(adv)
+                for method in (m for m in p.methods if m != "advparams"):
+                    match = adv.id if adv is not None and p.random_matches_advparams else None
+                    cell_jobs.append(EncryptJob(train, method, budget, ds.owner_samples, match))
+            encrypts.extend(cell_jobs)
+            common = dict(trials=cfg.attacks.trials, epochs=cfg.attacks.epochs, val_fraction=cfg.attacks.val_fraction,
+                          owner_samples=ds.owner_samples)
+            for attack, fraction in itertools.product(names, cfg.attacks.fractions):
+                fixed = dict(cfg.attacks.params.get(attack, {}))
+                if attack in weight_free:
+                    attacks.append(AttackJob(train, None, attack, fraction, fixed=fixed, **common))
+                else:
+                    attacks.extend(AttackJob(train, enc, attack, fraction, fixed=fixed, **common) for enc in cell_jobs)
+    return Plan(trains, encrypts, attacks)

@@ -1,0 +1,203 @@
+"""The sweep's driver: plan the grid, run the missing jobs on Ray, log every result to MLflow.
+
+Ray schedules the jobs (train -> encrypt -> attack, dependencies passed as object refs, so each job starts
+when its inputs exist and wherever the cluster has room); this driver only submits them, waits for results
+and logs each one the moment it arrives, so a driver killed mid-sweep loses nothing that finished. Jobs
+whose id already has a FINISHED run are skipped; a job that raises is logged as FAILED and the sweep goes
+on; a worker or node lost mid-job is retried by Ray (`jobs.max_retries`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from attacks import attack_names, get_attack
+from bench.config import SweepConfig
+from bench.data import default_data_root
+from bench.jobs import JobContext
+from bench.plan import AttackJob, EncryptJob, Job, Plan, TrainJob, make_plan, stable_hash
+from bench.results import JobResult, attack_row, summarize, summary_result
+from bench.tracking import Tracker
+from bench.workflow import DataOptions
+
+
+@ray.remote
+def execute(job: Job, ctx: JobContext, *upstream: JobResult | None) -> JobResult:
+    """Run one job on a Ray worker (upstream results arrive resolved from their object refs)."""
+    from bench import jobs
+
+    if isinstance(job, TrainJob):
+        return jobs.run_train(job, ctx)
+    if isinstance(job, EncryptJob):
+        return jobs.run_encrypt(job, ctx, *upstream)
+    return jobs.run_attack(job, ctx, *upstream)
+
+
+def weight_free_attacks() -> set[str]:
+    """Attacks that ignore the stolen weights run once per baseline and attacker budget."""
+    return {name for name in attack_names() if not get_attack(name).uses_weights}
+
+
+def plan_for(cfg: SweepConfig) -> Plan:
+    return make_plan(cfg, attack_names(), weight_free_attacks())
+
+
+def dependencies(job: Job) -> list[str]:
+    """Ids of the jobs whose results ``job`` takes, in the order `execute` passes them on."""
+    if isinstance(job, TrainJob):
+        return []
+    if isinstance(job, EncryptJob):
+        return [job.train.id] + ([job.match] if job.match else [])
+    return [job.train.id, job.encrypt.id] if job.encrypt else [job.train.id]
+
+
+def sweep_id(cfg: SweepConfig) -> str:
+    return stable_hash(cfg.model_dump(exclude={"tracking"}))
+
+
+def connect(address: str | None, runtime_env: dict | None) -> bool:
+    """Join the cluster at ``address`` (or $RAY_ADDRESS, as `ray job submit` sets it), else start a local Ray
+    on this machine's cores. Returns whether this call started Ray (and so must shut it down)."""
+    if ray.is_initialized():
+        return False
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:
+        ray.init(address=target, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    return True
+
+
+@dataclass
+class SweepOutcome:
+    counts: dict[str, Counter] = field(default_factory=dict)  # kind -> Counter(done/failed/skipped)
+    seconds: float = 0.0
+    parent_run_id: str = ""
+    failed: list[JobResult] = field(default_factory=list)
+    results: dict[str, JobResult] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _failure(job: Job, err: BaseException, failed_upstream: list[str]) -> JobResult:
+    if failed_upstream:
+        message = f"upstream job failed: {failed_upstream[0]}"
+        detail = message
+    else:
+        cause = getattr(err, "cause", None) or err
+        message = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+        detail = "".join(traceback.format_exception(err))
+    return JobResult(job.id, job.kind, job.name, status="FAILED", error=message,
+                     tags={"kind": job.kind, "job_id": job.id}, artifacts={"error.txt": detail})
+
+
+class _Bar:
+    """Live progress: done, running, failed, skipped and the time left."""
+
+    def __init__(self, console: Console, total: int, slots: int) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=console, transient=False)
+        self.task = self.progress.add_task("sweep", total=total, status="")
+        self.slots = slots
+        self.counts: Counter = Counter()
+
+    def update(self, ready: int) -> None:
+        running = min(ready, self.slots)
+        c = self.counts
+        status = f"done {c['done']} · running {running} · failed {c['failed']} · skipped {c['skipped']}"
+        self.progress.update(self.task, completed=sum(c.values()), status=status)
+
+
+def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str | None = None,
+              console: Console | None = None) -> SweepOutcome:
+    """Run every job of ``cfg`` not yet finished in its MLflow experiment; log each result as it lands."""
+    console = console or Console(stderr=True)
+    start = time.perf_counter()
+    plan = plan_for(cfg)
+    tracker = Tracker(tracking_uri or cfg.tracking.uri, cfg.experiment)
+    finished = tracker.finished()
+    data = DataOptions(root=Path(cfg.data_root) if cfg.data_root else default_data_root(), download=cfg.download)
+    storage = Path(cfg.storage).resolve()
+    started = connect(address, cfg.jobs.runtime_env)
+    parent = tracker.open_sweep(sweep_id(cfg), cfg.name, {"config": cfg.model_dump_json(), **{f"jobs.{k}": v for k, v in plan.counts().items()}})
+    outcome = SweepOutcome(counts={k: Counter() for k in ("train", "encrypt", "attack")}, parent_run_id=parent)
+    refs: dict[str, Any] = {}
+    pending: dict[Any, Job] = {}
+    failed_ids: dict[str, str] = {}
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.jobs.attack.num_cpus))
+    bar = _Bar(console, len(plan.jobs), slots)
+    status = "FINISHED"
+    try:
+        with bar.progress:
+            for job in plan.jobs:
+                if job.id in finished:
+                    refs[job.id] = finished[job.id]
+                    outcome.results[job.id] = finished[job.id]
+                    outcome.counts[job.kind]["skipped"] += 1
+                    bar.counts["skipped"] += 1
+                    continue
+                res = getattr(cfg.jobs, job.kind)
+                ctx = JobContext(storage=storage, data=data, num_threads=max(1, int(res.num_cpus)))
+                ref = execute.options(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_retries=cfg.jobs.max_retries,
+                                      name=job.name).remote(job, ctx, *[refs[d] for d in dependencies(job)])
+                refs[job.id] = ref
+                pending[ref] = job
+            while pending:
+                bar.update(ready=len(pending))
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                for ref in done:
+                    job = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as err:  # the job raised, or its upstream did: record it, go on
+                        result = _failure(job, err, [failed_ids[d] for d in dependencies(job) if d in failed_ids])
+                    tracker.log_result(result, parent)
+                    outcome.results[job.id] = result
+                    if result.status == "FINISHED":
+                        outcome.counts[job.kind]["done"] += 1
+                        bar.counts["done"] += 1
+                    else:
+                        failed_ids[job.id] = job.name
+                        outcome.failed.append(result)
+                        outcome.counts[job.kind]["failed"] += 1
+                        bar.counts["failed"] += 1
+            bar.update(ready=0)
+        for summary in summarize(attack_row(r) for r in outcome.results.values() if r.kind == "attack" and r.status == "FINISHED"):
+            tracker.replace_result(summary_result(summary), parent)
+        status = "FINISHED" if outcome.ok else "FAILED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        outcome.seconds = time.perf_counter() - start
+        tracker.close_sweep(parent, status, {"sweep_seconds": outcome.seconds, "jobs_failed": len(outcome.failed)})
+        if started:
+            ray.shutdown()
+    return outcome
+
+
+def print_outcome(outcome: SweepOutcome, console: Console) -> None:
+    table = Table(title=f"sweep finished in {outcome.seconds:.0f} s")
+    for col in ("jobs", "done", "skipped", "failed"):
+        table.add_column(col, justify="left" if col == "jobs" else "right")
+    for kind, c in outcome.counts.items():
+        table.add_row(kind, str(c["done"]), str(c["skipped"]), str(c["failed"]))
+    console.print(table)
+    for r in outcome.failed[:10]:
+        console.print(f"[red]FAILED[/red] {r.name}: {r.error}")

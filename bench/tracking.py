@@ -1,0 +1,159 @@
+"""MLflow tracking, written from the sweep's driver only.
+
+Workers return `JobResult`s; the driver turns each into one MLflow run nested under the sweep's parent
+run, so concurrent jobs never meet SQLite's "database is locked" and no worker needs MLflow at all. The
+same store is the sweep's memory: a job whose id has a FINISHED run is skipped when the config is rerun.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from bench.errors import BenchError
+from bench.results import JobResult
+
+PARENT_TAG = "mlflow.parentRunId"
+MAX_PARAM = 6000
+MAX_TAG = 5000
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def code_tags() -> dict[str, str]:
+    """The code a run came from: git commit (when in a checkout) and package versions."""
+    tags = {}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent)
+        if commit.returncode == 0:
+            tags["git_commit"] = commit.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    for pkg in ("advparams", "torch", "torchvision", "ray", "mlflow", "optuna", "torch-pruning"):
+        try:
+            tags[f"version.{pkg}"] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return tags
+
+
+def default_artifact_root(uri: str) -> str | None:
+    """For a local SQLite store, artifacts go to ./mlartifacts beside it (None: the server decides)."""
+    if uri.startswith("sqlite:"):
+        return (Path.cwd() / "mlartifacts").resolve().as_uri()
+    return None
+
+
+class Tracker:
+    """One experiment of an MLflow store, seen through job ids."""
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = (
+                found.experiment_id
+                if found is not None
+                else self.client.create_experiment(experiment, artifact_location=default_artifact_root(uri))
+            )
+        except Exception as err:  # connection refused, bad URI, store errors: one line for the user
+            raise BenchError(f"cannot open MLflow store {uri!r}: {str(err).splitlines()[0][:300]}") from None
+        self.code = code_tags()
+
+    # ---------------------------------------------------------------------------------------- reading
+    def runs(self, filter_string: str = "") -> list[Any]:
+        out, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string, max_results=1000, page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+    def finished(self) -> dict[str, JobResult]:
+        """Results of every job with a FINISHED run, by job id (the newest run wins)."""
+        found: dict[str, JobResult] = {}
+        for run in sorted(self.runs("attributes.status = 'FINISHED'"), key=lambda r: r.info.start_time):
+            job_id = run.data.tags.get("job_id")
+            if job_id:
+                found[job_id] = result_from_run(run)
+        return found
+
+    # ---------------------------------------------------------------------------------------- writing
+    def open_sweep(self, sweep_id: str, name: str, params: dict[str, Any]) -> str:
+        """The sweep's parent run: reopened when the same config ran before, so reruns nest together."""
+        previous = self.runs(f"tags.sweep_id = '{sweep_id}' and tags.kind = 'sweep'")
+        if previous:
+            run_id = previous[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={"kind": "sweep", "sweep_id": sweep_id, **self.code})
+        self._log(run.info.run_id, params=params)
+        return run.info.run_id
+
+    def close_sweep(self, run_id: str, status: str, metrics: dict[str, float] | None = None) -> None:
+        self._log(run_id, metrics=metrics or {})
+        self.client.set_terminated(run_id, status=status)
+
+    def log_result(self, result: JobResult, parent_id: str) -> str:
+        """One run for one job; earlier FAILED runs of the same job are removed once it finishes."""
+        tags = {**result.tags, PARENT_TAG: parent_id, "job_id": result.job_id, "kind": result.kind, **self.code}
+        if result.error:
+            tags["error"] = result.error[:MAX_TAG]
+        run = self.client.create_run(self.experiment_id, run_name=result.name, tags=tags)
+        run_id = run.info.run_id
+        self._log(run_id, params=result.params, metrics=result.metrics)
+        for name, text in result.artifacts.items():
+            self.client.log_text(run_id, text, name)
+        self.client.set_terminated(run_id, status=result.status)
+        if result.status == "FINISHED":
+            for old in self.runs(f"tags.job_id = '{result.job_id}' and attributes.status != 'FINISHED'"):
+                self.client.delete_run(old.info.run_id)
+        return run_id
+
+    def replace_result(self, result: JobResult, parent_id: str) -> str:
+        """Log ``result`` and delete older runs of the same job id (summaries are recomputed each time)."""
+        old = self.runs(f"tags.job_id = '{result.job_id}'")
+        run_id = self.log_result(result, parent_id)
+        for run in old:
+            self.client.delete_run(run.info.run_id)
+        return run_id
+
+    def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), folder)
+
+    def _log(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None) -> None:
+        now = int(time.time() * 1000)
+        ps = [Param(k, str(v)[:MAX_PARAM]) for k, v in (params or {}).items()]
+        ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None]
+        for chunk in _chunks(ps, 100):
+            self.client.log_batch(run_id, params=chunk)
+        for chunk in _chunks(ms, 1000):
+            self.client.log_batch(run_id, metrics=chunk)
+
+
+def result_from_run(run: Any) -> JobResult:
+    """A JobResult read back from MLflow (params come back as strings)."""
+    tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+    return JobResult(
+        job_id=tags.get("job_id", ""),
+        kind=tags.get("kind", ""),
+        name=run.info.run_name or "",
+        status=run.info.status,
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        tags=tags,
+        error=tags.get("error"),
+    )
