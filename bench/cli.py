@@ -1,4 +1,4 @@
-"""The `advparams` command: train, evaluate, encrypt, decrypt, attack, demo.
+"""The `advparams` command: train, evaluate, encrypt, decrypt, attack, sweep, report, ui.
 
 Bad input ends with one line on stderr naming the problem and exit code 2; a refused operation leaves
 every model and key file as it was.
@@ -227,6 +227,55 @@ def cmd_attack(args: argparse.Namespace) -> None:
     console.print("tuned parameters: " + ", ".join(f"{k}={v}" for k, v in r.best_params.items()))
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from bench.config import load_config
+    from bench.sweep import plan_for, print_outcome, run_sweep
+
+    cfg = load_config(args.config, args.set or [])
+    if args.dry_run:
+        plan = plan_for(cfg)
+        _table(f"{cfg.name}: jobs planned (nothing run)", ["jobs", "count"],
+               [*[[k, v] for k, v in plan.counts().items()], ["total", len(plan.jobs)]])
+        return
+    uri = args.tracking_uri or cfg.tracking.uri
+    outcome = run_sweep(cfg, address=args.address, tracking_uri=uri, console=Console(stderr=True))
+    print_outcome(outcome, console)
+    if not args.no_report:
+        _report(uri, cfg.experiment, args.out)
+    if not outcome.ok:
+        raise BenchError(f"{len(outcome.failed)} job(s) failed; see the FAILED runs in MLflow, then rerun to retry them")
+
+
+def _report(uri: str, experiment: str, out: Path | None) -> None:
+    from bench.report import make_report
+    from bench.tracking import Tracker
+
+    make_report(Tracker(uri, experiment), experiment, out or Path("reports") / experiment, console)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from mlflow.tracking import MlflowClient
+
+    experiment = args.experiment
+    if experiment is None:
+        found = [e for e in MlflowClient(tracking_uri=args.tracking_uri).search_experiments() if e.name != "Default"]
+        if not found:
+            raise BenchError(f"no experiment in {args.tracking_uri}; run a sweep first")
+        experiment = max(found, key=lambda e: e.creation_time or 0).name
+    elif MlflowClient(tracking_uri=args.tracking_uri).get_experiment_by_name(experiment) is None:
+        raise BenchError(f"no experiment named {experiment!r} in {args.tracking_uri}")
+    _report(args.tracking_uri, experiment, args.out)
+
+
+def cmd_ui(args: argparse.Namespace) -> None:
+    import subprocess
+
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.tracking_uri,
+               "--host", args.host, "--port", str(args.port)]
+    console.print(f"MLflow UI on http://{args.host}:{args.port} (store {args.tracking_uri}); Ctrl-C stops it")
+    subprocess.run(command, check=False)
+
+
 # --------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -296,6 +345,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_passphrase_options(p)
     _add_data_options(p)
     p.set_defaults(func=cmd_attack)
+
+    p = sub.add_parser("sweep", help="run a sweep config on Ray, tracked in MLflow",
+                       description="Run every job of a sweep config not yet finished in its MLflow experiment, then print the report.")
+    p.add_argument("config", type=Path, help="YAML config, e.g. configs/quick.yaml")
+    p.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a config key, e.g. protect.eps=[0.5,1.0]")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray on this machine's cores)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's, sqlite:///mlflow.db)")
+    p.add_argument("--dry-run", action="store_true", help="print the number of jobs of each kind and stop")
+    p.add_argument("--no-report", action="store_true", help="skip the report after the sweep")
+    p.add_argument("--out", type=Path, help="report folder (default: reports/EXPERIMENT)")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="tables and plots of an experiment",
+                       description="Print an experiment's tables, write them as CSV and JSON with PNG plots, and log them to its sweep run.")
+    p.add_argument("experiment", nargs="?", help="MLflow experiment (default: the newest)")
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    p.add_argument("--out", type=Path, help="report folder (default: reports/EXPERIMENT)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("ui", help="start the MLflow UI on the store", description="Start the MLflow UI on a tracking store.")
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
     return parser
 
 
