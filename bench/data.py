@@ -171,12 +171,24 @@ def make_splits(
             f"and an attacker share of {attacker_fraction} ({n_attacker} samples, at least 2 needed)"
         )
     n_val = min(max(1, round(attacker_val_fraction * n_attacker)), n_attacker - 1)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    order = _order(n, seed)
     return Splits(
         owner=_subset(ds.train, order[n - owner_samples :]),
         attacker_train=_subset(ds.train, order[n_val:n_attacker]),
         attacker_val=_subset(ds.train, order[:n_val]),
     )
+
+
+def owner_split(ds: DataSet, *, seed: int, owner_samples: int = 512) -> TensorDataset:
+    """The owner's samples alone: the same ones :func:`make_splits` gives for this seed."""
+    n = len(ds.train)
+    if not 1 <= owner_samples < n:
+        raise BenchError(f"training set of {ds.name!r} has {n} samples, too few for {owner_samples} owner samples")
+    return _subset(ds.train, _order(n, seed)[n - owner_samples :])
+
+
+def _order(n: int, seed: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
 def _subset(data: TensorDataset, index: torch.Tensor) -> TensorDataset:

@@ -48,9 +48,11 @@ def code_tags() -> dict[str, str]:
 
 
 def default_artifact_root(uri: str) -> str | None:
-    """For a local SQLite store, artifacts go to ./mlartifacts beside it (None: the server decides)."""
-    if uri.startswith("sqlite:"):
-        return (Path.cwd() / "mlartifacts").resolve().as_uri()
+    """For a local SQLite store, artifacts go to a folder `mlartifacts` beside the database file
+    (None: a tracking server decides, and proxies them)."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        return (db.resolve().parent / "mlartifacts").as_uri()
     return None
 
 

@@ -20,7 +20,7 @@ import protect
 from attacks import AttackerBudget, AttackerData, get_attack
 from attacks.training import accuracy, batches
 from attacks.tuning import TrialRecord, tune
-from bench.data import DataSet, Splits, default_data_root, load_dataset, make_splits
+from bench.data import DataSet, default_data_root, load_dataset, make_splits, owner_split
 from bench.errors import BenchError
 from bench.modelfile import ModelSpec, load_model, save_model
 from bench.train import compute_device
@@ -37,7 +37,8 @@ class DataOptions:
     path: Path | None = None  # imagefolder
 
     def load(self, name: str) -> DataSet:
-        return load_dataset(name, self.root or default_data_root(), download=self.download, path=self.path)
+        path = self.path if name == "imagefolder" else None
+        return load_dataset(name, self.root or default_data_root(), download=self.download, path=path)
 
 
 def require_file(path: Path, what: str) -> Path:
@@ -87,10 +88,6 @@ class EncryptOutcome:
         return 100.0 * (self.acc_clean - self.acc_encrypted) / self.acc_clean if self.acc_clean else 0.0
 
 
-def owner_samples(splits: Splits) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return list(batches(splits.owner, OWNER_BATCH))
-
-
 def encrypt_file(
     model_file: Path,
     out: Path,
@@ -113,10 +110,10 @@ def encrypt_file(
     model, spec, ds = load_for(model_file, data)
     if spec.extra.get("state") == "encrypted":
         raise BenchError(f"{model_file} is encrypted already (key {spec.extra.get('key_fingerprint', '?')})")
-    splits = make_splits(ds, seed=split_seed, owner_samples=owner_count, attacker_fraction=_min_fraction(ds, owner_count))
+    owner = list(batches(owner_split(ds, seed=split_seed, owner_samples=owner_count), OWNER_BATCH))
     acc_clean = accuracy(model, ds.test)
     start = time.perf_counter()
-    key = protect.encrypt(model, owner_samples(splits), budget, method=method, progress=progress)
+    key = protect.encrypt(model, owner, budget, method=method, progress=progress)
     seconds = time.perf_counter() - start
     acc_encrypted = accuracy(model, ds.test)
     extra = {
@@ -138,11 +135,6 @@ def encrypt_file(
         key_fingerprint=key.fingerprint,
         stats=dict(key.stats),
     )
-
-
-def _min_fraction(ds: DataSet, owner_count: int) -> float:
-    """The smallest attacker share make_splits accepts, so that encryption alone needs few samples."""
-    return min(0.5, max(2.0 / len(ds.train), 1e-6)) if len(ds.train) > owner_count + 2 else 0.5
 
 
 def read_key(key_path: Path, passphrase: str | None) -> protect.SecretKey:

@@ -1,0 +1,78 @@
+"""A small sweep end to end on the session's local Ray with a temporary SQLite store."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bench.report import build_report, write_plots, write_tables
+from bench.sweep import plan_for, run_sweep
+from bench.tracking import Tracker
+from sweep_helpers import runs_by_kind, tiny_config
+
+pytestmark = pytest.mark.ray
+
+CELL_METRICS = {"acc_clean", "acc_encrypted", "acc_decrypted", "acc_attacked", "drop_points", "encrypted_fraction",
+                "encrypt_seconds", "attack_seconds"}
+
+
+def test_sweep_logs_every_job_nested_and_resumes_without_duplicates(ray_session, tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    plan = plan_for(cfg)
+    assert plan.counts() == {"train": 1, "encrypt": 2, "attack": 7}
+    outcome = run_sweep(cfg)
+    assert outcome.ok, [r.error for r in outcome.failed]
+    assert {k: c["done"] for k, c in outcome.counts.items()} == {"train": 1, "encrypt": 2, "attack": 7}
+
+    runs = runs_by_kind(cfg.tracking.uri, cfg.experiment)
+    [parent] = runs["sweep"]
+    children = [r for kind in ("train", "encrypt", "attack", "summary") for r in runs[kind]]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert len(runs["summary"]) == 2  # advparams and random, one attacker budget, one seed
+    for run in runs["attack"]:
+        m = run.data.metrics
+        assert run.info.status == "FINISHED"
+        if run.data.params["attack"] != "scratch":
+            assert CELL_METRICS <= set(m), set(m)
+            assert run.data.tags["key_fingerprint"]
+        if run.data.params["attack"] == "adaptive":
+            assert 0 <= m["key_precision"] <= 1 and 0 <= m["key_recall"] <= 1
+        assert "seed" in run.data.params and "job_id" in run.data.params
+    for run in runs["encrypt"]:
+        assert run.data.metrics["decrypt_bit_exact"] == 1.0
+        assert run.data.metrics["acc_decrypted"] == run.data.metrics["acc_clean"]
+    # Keys stay in the storage's private folder, mode 0600, and never reach MLflow.
+    keys = list((tmp_path / "storage" / "keys").glob("*.key"))
+    assert len(keys) == 2 and all(k.stat().st_mode & 0o077 == 0 for k in keys)
+
+    again = run_sweep(cfg)
+    assert {k: c["skipped"] for k, c in again.counts.items()} == {"train": 1, "encrypt": 2, "attack": 7}
+    assert sum(c["done"] for c in again.counts.values()) == 0
+    rerun = runs_by_kind(cfg.tracking.uri, cfg.experiment)
+    ids = Counter(r.data.tags["job_id"] for kind in ("train", "encrypt", "attack", "summary") for r in rerun[kind])
+    assert set(ids.values()) == {1}, "a rerun must not duplicate runs"
+    assert len(rerun["sweep"]) == 1
+
+    report = build_report(Tracker(cfg.tracking.uri, cfg.experiment), cfg.experiment)
+    assert {r.method for r in report.protection} == {"advparams", "random"}
+    assert all(r.scratch is not None and r.stolen is not None for r in report.attacks)
+    files = write_tables(report, tmp_path / "report") + write_plots(report, tmp_path / "report")
+    assert {p.suffix for p in files} == {".json", ".csv", ".png"} and all(p.stat().st_size > 0 for p in files)
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(ray_session, tmp_path: Path) -> None:
+    models = [{"name": "mlp", "training": {"epochs": 2}}, {"name": "no_such_module_xyz:factory"}]
+    cfg = tiny_config(tmp_path, datasets=[{"name": "digits", "owner_samples": 128, "models": models}],
+                      attacks={"names": ["clip"], "fractions": [0.2], "trials": 1})
+    outcome = run_sweep(cfg)
+    assert not outcome.ok
+    assert outcome.counts["train"] == Counter(done=1, failed=1)
+    failed = {r.name: r.error for r in outcome.failed}
+    [train_error] = [e for n, e in failed.items() if n.endswith("/train")]
+    assert "no_such_module_xyz" in train_error
+    assert all("upstream job failed" in e for n, e in failed.items() if not n.endswith("/train"))
+    runs = runs_by_kind(cfg.tracking.uri, cfg.experiment)
+    statuses = Counter(r.info.status for kind in ("train", "encrypt", "attack") for r in runs[kind])
+    assert statuses == Counter(FINISHED=1 + 2 + 2, FAILED=1 + 2 + 2)
