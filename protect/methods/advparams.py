@@ -1,0 +1,68 @@
+"""AdvParams: adversarial perturbation of a few parameters, found by gradient ascent on the loss.
+
+Xue, Wang, Liu, Zhang, Sun and Chen, "AdvParams: An Active DNN Intellectual Property Protection
+Technique via Adversarial Perturbation Based Parameter Encryption", 2021, arXiv:2105.13697.
+
+Only the paper's abstract is available, so the loop below is this project's reading of it, with the
+open choices made explicit: each step runs the owner samples once (model in eval mode) for the mean
+cross-entropy loss, its gradient w.r.t. the candidate weights and the current accuracy; it stops
+once accuracy is at or below the target, otherwise it moves the ``params_per_step`` best-ranked,
+not yet moved scalars by ``eps`` along the sign of their gradient (FGSM applied to parameters), and
+it stops when ``max_params`` scalars have changed. ``budget.rank`` picks the ranking: ``"gain"``
+(default) scores |grad| times the move actually possible after clamping, the first-order loss
+increase, so a scalar pinned at its tensor's bound is never picked; ``"gradient"`` scores plain
+|grad| among the scalars that can move at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from protect.owner_data import owner_pass
+from protect.registry import EncryptionRun, register_method
+
+
+@register_method("advparams")
+def advparams(run: EncryptionRun) -> dict[str, Any]:
+    """Encrypt ``run.model`` in place by iterated FGSM on its parameters; returns the loop's stats."""
+    budget, ledger, candidates = run.budget, run.ledger, run.candidates
+    params = [candidates.params[n] for n in candidates.names]
+    device = params[0].device
+    steps = passes = 0
+    while True:
+        if ledger.count >= budget.max_params:
+            reason = "max_params"
+            break
+        result = owner_pass(run.model, run.batches, params)
+        steps += 1
+        passes += result.batches
+        if result.accuracy <= run.target_accuracy:
+            reason = "target_reached"
+            break
+        signs = {n: g.sign().reshape(-1) for n, g in zip(candidates.names, result.grads, strict=True)}
+        scores = torch.cat(
+            [
+                _score(run, n, g.reshape(-1), signs[n]).to(device)
+                for n, g in zip(candidates.names, result.grads, strict=True)
+            ]
+        )
+        wanted = min(budget.params_per_step, budget.max_params - ledger.count, len(scores))
+        top = scores.topk(wanted)
+        picked = top.indices[top.values > 0]
+        if not len(picked):
+            reason = "no_movable_scalar"
+            break
+        for name, local, _ in candidates.split(picked):
+            ledger.apply(name, local, signs[name][local.to(device)])
+        run.report_progress()
+    return {"steps": steps, "forward_backward_passes": passes, "stop_reason": reason}
+
+
+def _score(run: EncryptionRun, name: str, grad: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """Per-scalar ranking score; 0 for scalars that cannot move."""
+    _, size = run.ledger.propose(name, sign)
+    if run.budget.rank == "gain":
+        return grad.abs().double() * size
+    return torch.where(size > 0, grad.abs().double(), torch.zeros_like(size))

@@ -1,0 +1,115 @@
+"""The owner's samples: checked once, then evaluated for accuracy and for the loss gradient.
+
+``data`` may be any iterable of ``(inputs, labels)`` batches, so it is turned into a list once and
+moved to the model's device (and floating inputs to its dtype, so a half-precision model takes
+float32 data). The loss is cross-entropy computed in float32 and averaged over all owner samples,
+accumulated batch by batch; averaging rather than summing keeps half-precision gradients from
+overflowing and does not change their direction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from protect.errors import ProtectError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class OwnerPass:
+    """One pass over the owner samples: accuracy, batches run, and the loss gradient per requested tensor."""
+
+    accuracy: float
+    batches: int
+    grads: list[torch.Tensor]
+
+
+def owner_batches(data: Iterable[Batch], model: nn.Module) -> list[Batch]:
+    """The batches of ``data`` as a list on the model's device; one-line ProtectError if malformed."""
+    if isinstance(data, torch.Tensor):
+        raise ProtectError("data must be an iterable of (inputs, labels) batches, not a single tensor")
+    try:
+        items = list(data)
+    except TypeError:
+        kind = type(data).__name__
+        raise ProtectError(f"data must be an iterable of (inputs, labels) batches, got {kind}") from None
+    if not items:
+        raise ProtectError("data holds no batches; encryption needs owner samples")
+    first = next((p for p in model.parameters() if p.is_floating_point()), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None else torch.float32
+    out = []
+    for i, item in enumerate(items):
+        if (
+            not isinstance(item, Sequence)
+            or len(item) != 2
+            or not all(isinstance(t, torch.Tensor) for t in item)
+        ):
+            raise ProtectError(f"data batch {i} is not an (inputs, labels) pair of tensors")
+        x, y = item
+        if y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool or len(y) != len(x) or not len(y):
+            raise ProtectError(
+                f"data batch {i} needs 1-d integer labels, one per input (got labels of shape "
+                f"{tuple(y.shape)} and dtype {y.dtype} for inputs of shape {tuple(x.shape)}); "
+                "pass batches, not single samples"
+            )
+        x = x.to(device, dtype) if x.is_floating_point() else x.to(device)
+        out.append((x, y.to(device, torch.int64)))
+    return out
+
+
+def num_classes(model: nn.Module, batches: list[Batch]) -> int:
+    """Width of the model's output on the first batch; checks every label fits it."""
+    with torch.no_grad():
+        logits = model(batches[0][0])
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[1] < 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ProtectError(f"model output must be class scores of shape (batch, classes >= 2), got {shape}")
+    classes = logits.shape[1]
+    for i, (_, y) in enumerate(batches):
+        if int(y.min()) < 0 or int(y.max()) >= classes:
+            raise ProtectError(
+                f"data batch {i} has labels outside [0, {classes - 1}] for a {classes}-class model"
+            )
+    return classes
+
+
+def owner_pass(model: nn.Module, batches: list[Batch], params: Sequence[nn.Parameter] = ()) -> OwnerPass:
+    """Owner accuracy and the float32 gradient of the mean loss w.r.t. ``params`` (none: accuracy only)."""
+    total = sum(len(y) for _, y in batches)
+    correct = 0
+    grads = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+    with _gradients_for(params):
+        for x, y in batches:
+            logits = model(x)
+            correct += int((logits.argmax(dim=1) == y).sum())
+            if params:
+                loss = F.cross_entropy(logits.float(), y, reduction="sum") / total
+                for acc, g in zip(grads, torch.autograd.grad(loss, params), strict=True):
+                    acc += g.float()
+    return OwnerPass(accuracy=correct / total, batches=len(batches), grads=grads)
+
+
+@contextmanager
+def _gradients_for(params: Sequence[nn.Parameter]) -> Iterator[None]:
+    """Autograd on for a gradient pass (frozen ``params`` unfrozen for it), off for accuracy-only passes."""
+    if not params:
+        with torch.no_grad():
+            yield
+        return
+    frozen = [p for p in params if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
