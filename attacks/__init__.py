@@ -1,0 +1,42 @@
+"""The attacker's side of the AdvParams benchmark: attack plugins, their registry and tuning.
+
+An attack sees the encrypted model, its own data and its budget, never the key, so this package
+imports nothing from ``protect`` or ``bench``. Importing it registers the built-in attacks.
+"""
+
+from attacks import adaptive, clip, finetune, magnitude_prune, prune, quantize, scratch  # noqa: F401
+from attacks.base import (
+    Attack,
+    AttackerBudget,
+    AttackerData,
+    AttackError,
+    AttackResult,
+    Param,
+    Report,
+)
+from attacks.registry import (
+    ENTRY_POINT_GROUP,
+    attack_names,
+    get_attack,
+    register_attack,
+    reload_plugins,
+)
+from attacks.tuning import TrialRecord, TuningResult, tune
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Attack",
+    "AttackError",
+    "AttackResult",
+    "AttackerBudget",
+    "AttackerData",
+    "Param",
+    "Report",
+    "TrialRecord",
+    "TuningResult",
+    "attack_names",
+    "get_attack",
+    "register_attack",
+    "reload_plugins",
+    "tune",
+]

@@ -1,0 +1,52 @@
+"""Training from scratch: the reference every other attack must beat to be worth anything."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from attacks.base import Attack, AttackerBudget, AttackerData, AttackResult, Report
+from attacks.registry import register_attack
+from attacks.retrain import LR, OPTIMIZER, fit
+
+
+def reinitialise(model: nn.Module, seed: int) -> nn.Module:
+    """``model`` with every module that can reset its parameters re-drawn from a seeded init."""
+    torch.manual_seed(seed)
+    for module in model.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+    return model
+
+
+@register_attack
+class Scratch(Attack):
+    """Train the same architecture from a fresh random initialisation, ignoring the stolen weights.
+
+    AdvParams (Xue et al., arXiv:2105.13697) protects a model only if an attacker holding it cannot
+    do better than one who trains the architecture from scratch on the same data within the same
+    budget; this attack measures that bar.
+    """
+
+    name = "scratch"
+    paper = "Xue et al., AdvParams, arXiv:2105.13697 (threat model: the train-from-scratch bar)"
+    params = (LR, OPTIMIZER)
+    uses_weights = False
+
+    def run(
+        self,
+        model: nn.Module,
+        data: AttackerData,
+        params: dict[str, Any],
+        budget: AttackerBudget,
+        *,
+        seed: int = 0,
+        report: Report | None = None,
+    ) -> AttackResult:
+        p = self.check_params(params, budget)
+        fresh = reinitialise(self.copy_model(model), seed)
+        fit(fresh, data, epochs=budget.epochs, lr=p["lr"], optimizer=p["optimizer"], seed=seed, report=report)
+        return AttackResult(fresh, info={"epochs": budget.epochs})

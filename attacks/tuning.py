@@ -1,0 +1,151 @@
+"""Tune an attack's params with Optuna against the attacker's own validation split.
+
+The attacker never sees the test split: one study maximises validation accuracy over the budget's
+trials, then the best params are re-run once with the same seed (so the model is the one the trial
+scored) and handed to the harness for a single test evaluation. Trials come back as data; logging
+them anywhere is the caller's business.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from torch import nn
+
+from attacks.base import Attack, AttackerBudget, AttackerData, AttackError, AttackResult
+from attacks.training import accuracy
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+PRUNER_STARTUP_TRIALS = 2  # trials that always run to the end before the median pruner may stop one
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One Optuna trial as plain data: the full params it ran, its val accuracy, state and time."""
+
+    number: int
+    params: dict[str, Any]
+    value: float | None
+    state: str
+    seconds: float
+
+
+@dataclass
+class TuningResult:
+    """The best params, their val accuracy, every trial, and the best params' re-run result."""
+
+    best_params: dict[str, Any]
+    best_value: float
+    trials: list[TrialRecord]
+    result: AttackResult
+    val_accuracy_before: float
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """A 31-bit seed for trial ``number`` of a study seeded with ``seed``, stable across runs."""
+    digest = hashlib.sha256(f"{seed}:{number}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _storage(path: str | Path | None) -> optuna.storages.BaseStorage | None:
+    """A journal file storage (resumable, safe for several processes) or None for in-memory."""
+    if path is None:
+        return None
+    backend = optuna.storages.journal.JournalFileBackend(str(path))
+    return optuna.storages.JournalStorage(backend)
+
+
+def _record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
+    seconds = trial.duration.total_seconds() if trial.duration is not None else 0.0
+    return TrialRecord(
+        number=trial.number,
+        params=dict(trial.user_attrs.get("params", trial.params)),
+        value=trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None,
+        state=trial.state.name,
+        seconds=seconds,
+    )
+
+
+def tune(
+    attack: Attack,
+    model: nn.Module,
+    data: AttackerData,
+    budget: AttackerBudget,
+    *,
+    seed: int = 0,
+    storage: str | Path | None = None,
+    study_name: str | None = None,
+    fixed: Mapping[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> TuningResult:
+    """Search ``attack``'s params for the best val accuracy within ``budget.trials`` trials.
+
+    ``fixed`` params are validated and held constant. The first trial of a fresh study runs the
+    defaults, so tuning never does worse on validation than not tuning; an attack with nothing
+    left to tune runs that one trial only. With a ``storage`` file an interrupted study resumes,
+    running only the trials still missing.
+    """
+    checked = attack.check_params(fixed or {}, budget)
+    fixed = {name: checked[name] for name in fixed or {}}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = study_name or f"{attack.name}-seed{seed}"
+    study = optuna.create_study(
+        storage=_storage(storage),
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS),
+        study_name=name,
+        direction="maximize",
+        load_if_exists=True,
+    )
+    owner = study.user_attrs.get("attack")
+    if owner is None:
+        study.set_user_attr("attack", attack.name)
+    elif owner != attack.name:
+        raise AttackError(f"study {name!r} in {storage} was made by attack {owner!r}, not {attack.name!r}")
+    tunable = attack.tunable(fixed)
+    total = budget.trials if tunable else 1
+    if tunable and not study.trials:
+        study.enqueue_trial({p.name: p.default_for(budget) for p in tunable})
+
+    def objective(trial: optuna.Trial) -> float:
+        params = attack.search_space(trial, budget, fixed)
+        trial.set_user_attr("params", params)
+
+        def report(step: int, value: float) -> None:
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"val accuracy {value:.4f} at step {step}")
+
+        result = attack.run(
+            copy.deepcopy(model), data, params, budget, seed=trial_seed(seed, trial.number), report=report
+        )
+        return accuracy(result.model, data.val)
+
+    def finished() -> int:
+        return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+    def on_trial(_study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        if progress is not None:
+            progress(finished(), total)
+
+    missing = total - finished()
+    if missing > 0:
+        study.optimize(objective, n_trials=missing, callbacks=[on_trial])
+
+    best = study.best_trial
+    best_params = dict(best.user_attrs["params"])
+    result = attack.run(copy.deepcopy(model), data, best_params, budget, seed=trial_seed(seed, best.number))
+    result.info["val_accuracy"] = accuracy(result.model, data.val)
+    return TuningResult(
+        best_params=best_params,
+        best_value=float(best.value),
+        trials=[_record(t) for t in study.get_trials(deepcopy=False)],
+        result=result,
+        val_accuracy_before=accuracy(model, data.val),
+    )

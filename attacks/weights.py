@@ -1,0 +1,48 @@
+"""The weights an AdvParams attacker inspects, and the robust statistics that expose outliers.
+
+AdvParams perturbs a few scalars of convolution and linear weights, pushing them towards their
+tensor's extremes. A tensor's median and median absolute deviation (MAD) barely move when a handful
+of its values do, so a MAD-based z-score is the natural outlier score for such scalars.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attacks.base import AttackError
+
+WEIGHT_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
+MAD_TO_SIGMA = 1.4826  # makes the MAD a consistent estimate of a normal distribution's sigma
+
+
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of every convolution and linear layer, in registration order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
+
+
+def weight_params(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The weight tensors of convolution and linear layers, by parameter name (``conv1.weight``)."""
+    return {f"{name}.weight" if name else "weight": m.weight for name, m in weight_layers(model)}
+
+
+def classifier(model: nn.Module) -> nn.Linear:
+    """The model's last ``nn.Linear``: the classification head."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise AttackError(f"model {type(model).__name__} has no nn.Linear classifier")
+    return linears[-1]
+
+
+def robust_scale(w: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
+    """A tensor's median and its MAD scaled to a standard deviation (at least ``eps``)."""
+    flat = w.detach().flatten()
+    median = flat.median()
+    mad = (flat - median).abs().median()
+    return median, (MAD_TO_SIGMA * mad).clamp_min(eps)
+
+
+def robust_z(w: torch.Tensor) -> torch.Tensor:
+    """``|w - median| / (1.4826 * MAD)`` element-wise, the same shape as ``w``."""
+    median, scale = robust_scale(w)
+    return (w.detach() - median).abs() / scale
