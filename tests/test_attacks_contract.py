@@ -1,0 +1,220 @@
+"""The attack contract without a trained model: params, budget, data, registry and plugin loading."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from attacks import (
+    Attack,
+    AttackerBudget,
+    AttackerData,
+    AttackError,
+    AttackResult,
+    Param,
+    attack_names,
+    get_attack,
+    register_attack,
+    registry,
+    reload_plugins,
+)
+
+BUILTINS = {"adaptive", "clip", "finetune", "magnitude_prune", "prune", "quantize", "scratch"}
+
+
+def tiny_data(n: int = 8) -> TensorDataset:
+    return TensorDataset(torch.randn(n, 4), torch.arange(n) % 2)
+
+
+def test_builtins_are_registered() -> None:
+    assert BUILTINS <= set(attack_names())
+    for name in BUILTINS:
+        attack = get_attack(name)
+        assert attack.name == name
+        assert attack.paper, f"{name} cites no paper"
+        assert attack.paper.split(",")[0] in (type(attack).__doc__ or "")
+
+
+def test_unknown_attack_lists_registered_names() -> None:
+    with pytest.raises(AttackError, match=r"unknown attack 'nope'; registered: adaptive, clip, finetune"):
+        get_attack("nope")
+
+
+def test_unknown_param_lists_known_ones() -> None:
+    with pytest.raises(AttackError) as err:
+        get_attack("finetune").check_params({"lrr": 0.1})
+    assert str(err.value) == "unknown param 'lrr' for attack 'finetune'; known: layers, lr, optimizer"
+
+
+@pytest.mark.parametrize(
+    ("attack", "params", "message"),
+    [
+        ("finetune", {"lr": 5.0}, "param 'lr' = 5.0 is outside [0.0001, 0.5]"),
+        ("adaptive", {"k": 0}, "param 'k' = 0 is outside [1, 4096]"),
+        ("clip", {"z": "abc"}, "param 'z' = 'abc' is not a valid float"),
+        ("prune", {"global_pruning": "maybe"}, "param 'global_pruning' = 'maybe' is not a valid bool"),
+        ("quantize", {"bits": 3}, "param 'bits' = 3 is not one of 8, 4"),
+        ("adaptive", {"steps": 2.5}, "param 'steps' = 2.5 is not a valid int"),
+        ("finetune", {"lr": float("nan")}, "param 'lr' = nan is not a valid float"),
+    ],
+)
+def test_bad_values_name_the_param_and_range(attack: str, params: dict, message: str) -> None:
+    with pytest.raises(AttackError) as err:
+        get_attack(attack).check_params(params)
+    assert str(err.value) == message
+    assert "\n" not in str(err.value)
+
+
+def test_check_params_fills_defaults_and_coerces_command_line_strings() -> None:
+    checked = get_attack("prune").check_params(
+        {"ratio": "0.5", "global_pruning": "true", "finetune_epochs": "2"}
+    )
+    assert checked == {"ratio": 0.5, "global_pruning": True, "finetune_epochs": 2, "lr": 0.01}
+    assert get_attack("quantize").check_params({"bits": "4"})["bits"] == 4
+
+
+def test_epochs_bound_param_follows_the_budget() -> None:
+    prune = get_attack("prune")
+    assert prune.check_params({}, AttackerBudget(0.5, epochs=0))["finetune_epochs"] == 0
+    assert prune.check_params({"finetune_epochs": 3}, AttackerBudget(0.5, epochs=3))["finetune_epochs"] == 3
+    with pytest.raises(AttackError, match=r"param 'finetune_epochs' = 3 is outside \[0, 2\]"):
+        prune.check_params({"finetune_epochs": 3}, AttackerBudget(0.5, epochs=2))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"data_fraction": 0.0}, "budget data_fraction = 0.0 is outside (0, 1]"),
+        ({"data_fraction": 1.5}, "budget data_fraction = 1.5 is outside (0, 1]"),
+        ({"data_fraction": True}, "budget data_fraction = True is outside (0, 1]"),
+        ({"data_fraction": 0.5, "trials": 0}, "budget trials = 0 must be an integer >= 1"),
+        ({"data_fraction": 0.5, "epochs": -1}, "budget epochs = -1 must be an integer >= 0"),
+        ({"data_fraction": 0.5, "epochs": 1.5}, "budget epochs = 1.5 must be an integer >= 0"),
+    ],
+)
+def test_bad_budget(kwargs: dict, message: str) -> None:
+    with pytest.raises(AttackError) as err:
+        AttackerBudget(**kwargs)
+    assert str(err.value) == message
+
+
+def test_bad_attacker_data() -> None:
+    with pytest.raises(AttackError, match="attacker val data is empty"):
+        AttackerData(tiny_data(), TensorDataset(torch.empty(0, 4), torch.empty(0, dtype=torch.long)), 2)
+    with pytest.raises(AttackError, match="num_classes = 1 must be an integer >= 2"):
+        AttackerData(tiny_data(), tiny_data(), 1)
+    with pytest.raises(AttackError, match="attacker train data must be a TensorDataset"):
+        AttackerData([1, 2], tiny_data(), 2)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kind": "str", "default": "a"}, "kind 'str' is not one of int, float, bool, choice"),
+        ({"kind": "choice", "default": "a"}, "a choice needs a non-empty 'choices' tuple"),
+        ({"kind": "float", "default": 1.0, "low": 2.0, "high": 1.0}, "low 2.0 is above high 1.0"),
+        (
+            {"kind": "float", "default": 1.0, "low": 0.0, "high": 1.0, "log": True},
+            "a log range needs low > 0",
+        ),
+        ({"kind": "float", "default": 1.0, "low": 0.0}, "a tunable number needs 'high'"),
+        ({"kind": "int", "default": 5, "low": 0, "high": 3}, r"param 'x' = 5 is outside \[0, 3\]"),
+    ],
+)
+def test_bad_param_declarations(kwargs: dict, message: str) -> None:
+    with pytest.raises(AttackError, match=message):
+        Param("x", **kwargs)
+
+
+class _Identity(Attack):
+    """Returns the model unchanged; for registry tests."""
+
+    name = "finetune"  # clashes with the built-in
+    params = (Param("x", "int", 1, low=0, high=3),)
+
+    def run(self, model, data, params, budget, *, seed=0, report=None) -> AttackResult:  # type: ignore[override]
+        return AttackResult(self.copy_model(model))
+
+
+def test_register_rejects_duplicates_and_non_attacks() -> None:
+    with pytest.raises(AttackError, match="attack name 'finetune' is already registered"):
+        register_attack(_Identity)
+    twice = type("Twice", (_Identity,), {"name": "twice", "params": _Identity.params * 2})
+    with pytest.raises(AttackError, match="attack 'twice' declares a param name twice"):
+        register_attack(twice)
+    assert "twice" not in attack_names()
+    with pytest.raises(AttackError, match="is not a subclass of attacks.Attack"):
+        register_attack(nn.Linear)  # type: ignore[arg-type]
+
+
+def test_search_space_suggests_tunables_only(tmp_path: Path) -> None:
+    import optuna
+
+    attack = get_attack("prune")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    params = attack.search_space(trial, AttackerBudget(0.5, epochs=2), {"ratio": 0.25})
+    assert params["ratio"] == 0.25
+    assert set(trial.params) == {"global_pruning", "finetune_epochs", "lr"}
+    assert 0 <= params["finetune_epochs"] <= 2
+    assert 1e-4 <= params["lr"] <= 0.5
+
+
+def _fake_distribution(root: Path, entries: dict[str, str]) -> None:
+    """A minimal installed distribution whose only content is ``advparams.attacks`` entry points."""
+    info = root / "broken_attack_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-attack-plugin\nVersion: 0.1\n")
+    lines = "\n".join(f"{name} = {target}" for name, target in entries.items())
+    (info / "entry_points.txt").write_text(f"[{registry.ENTRY_POINT_GROUP}]\n{lines}\n")
+    (root / "broken_attack_module.py").write_text(
+        textwrap.dedent(
+            """
+            raise RuntimeError("this plugin is broken on purpose")
+            """
+        )
+    )
+
+
+def test_broken_plugins_warn_and_builtins_still_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_distribution(
+        tmp_path,
+        {
+            "crashes": "broken_attack_module:Attack",
+            "missing": "no_such_module_for_advparams:Attack",
+            "notattack": "json:dumps",
+        },
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = {e.name for e in importlib.metadata.entry_points(group=registry.ENTRY_POINT_GROUP)}
+    assert {"crashes", "missing", "notattack"} <= names
+    try:
+        with pytest.warns(RuntimeWarning) as caught:
+            reload_plugins()
+        messages = [str(w.message) for w in caught]
+        assert any("'crashes'" in m and "broken on purpose" in m for m in messages), messages
+        assert any("'missing'" in m and "no_such_module_for_advparams" in m for m in messages), messages
+        assert any("'notattack'" in m and "not a subclass of attacks.Attack" in m for m in messages), messages
+        assert BUILTINS <= set(attack_names())
+        assert not {"crashes", "missing", "notattack"} & set(attack_names())
+    finally:
+        monkeypatch.undo()
+        reload_plugins()
+
+
+def test_package_never_imports_protect_or_bench() -> None:
+    """The attacker must not see the defender's code (and so the key format) nor the harness."""
+    code = (
+        "import sys, attacks; attacks.attack_names(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('protect', 'bench')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

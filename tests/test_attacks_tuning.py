@@ -1,0 +1,132 @@
+"""The Optuna tuner: determinism, resuming from a journal file, fixed params, pruning, progress.
+
+A three-class blob problem and an untrained MLP are enough: the tuner's behaviour, not an attack's
+strength, is under test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from attacks import AttackerBudget, AttackerData, AttackError, get_attack, tune
+from attacks.tuning import trial_seed
+
+
+def blobs(n: int, seed: int) -> TensorDataset:
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    centres = torch.tensor([[2.0, 0.0], [-1.0, 1.7], [-1.0, -1.7]])
+    return TensorDataset(centres[labels] + torch.randn(n, 2, generator=gen), labels)
+
+
+@pytest.fixture()
+def task() -> tuple[nn.Module, AttackerData]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3))
+    return model, AttackerData(blobs(96, 0), blobs(60, 1), 3)
+
+
+def test_same_seed_same_best(task: tuple[nn.Module, AttackerData]) -> None:
+    model, data = task
+    budget = AttackerBudget(0.5, trials=4, epochs=2)
+    first, second = (tune(get_attack("finetune"), model, data, budget, seed=5) for _ in range(2))
+    assert first.best_params == second.best_params
+    assert first.best_value == second.best_value
+    assert [t.params for t in first.trials] == [t.params for t in second.trials]
+    other = tune(get_attack("finetune"), model, data, budget, seed=6)
+    assert [t.params for t in other.trials][1:] != [t.params for t in first.trials][1:]
+
+
+def test_first_trial_runs_the_defaults_and_trials_are_data(task: tuple[nn.Module, AttackerData]) -> None:
+    model, data = task
+    attack = get_attack("finetune")
+    budget = AttackerBudget(0.5, trials=3, epochs=1)
+    ticks: list[tuple[int, int]] = []
+    tuned = tune(attack, model, data, budget, progress=lambda done, total: ticks.append((done, total)))
+    assert tuned.trials[0].params == attack.check_params({}, budget)
+    assert [t.number for t in tuned.trials] == [0, 1, 2]
+    assert all(t.state in ("COMPLETE", "PRUNED") and t.seconds >= 0 for t in tuned.trials)
+    assert ticks == [(1, 3), (2, 3), (3, 3)]
+    assert tuned.best_value >= tuned.trials[0].value
+
+
+def test_one_trial_or_nothing_to_tune_runs_the_defaults_once(task: tuple[nn.Module, AttackerData]) -> None:
+    model, data = task
+    one = tune(get_attack("scratch"), model, data, AttackerBudget(0.5, trials=1, epochs=1))
+    assert [t.params for t in one.trials] == [{"lr": 0.01, "optimizer": "sgd"}]
+    everything_fixed = tune(
+        get_attack("clip"), model, data, AttackerBudget(0.5, trials=5), fixed={"z": "2.5", "mode": "median"}
+    )
+    assert len(everything_fixed.trials) == 1
+    assert everything_fixed.best_params == {"z": 2.5, "mode": "median"}
+
+
+def test_fixed_params_are_validated_and_held(task: tuple[nn.Module, AttackerData]) -> None:
+    model, data = task
+    budget = AttackerBudget(0.5, trials=3, epochs=1)
+    tuned = tune(get_attack("finetune"), model, data, budget, fixed={"optimizer": "adam"})
+    assert all(t.params["optimizer"] == "adam" for t in tuned.trials)
+    with pytest.raises(AttackError, match=r"param 'lr' = 9.0 is outside \[0.0001, 0.5\]"):
+        tune(get_attack("finetune"), model, data, budget, fixed={"lr": "9"})
+    with pytest.raises(AttackError, match="unknown param 'depth' for attack 'finetune'"):
+        tune(get_attack("finetune"), model, data, budget, fixed={"depth": 3})
+
+
+def test_journal_study_resumes_with_only_the_missing_trials(
+    task: tuple[nn.Module, AttackerData], tmp_path: Path
+) -> None:
+    model, data = task
+    journal = tmp_path / "study.journal"
+    attack = get_attack("finetune")
+    first = tune(attack, model, data, AttackerBudget(0.5, trials=2, epochs=1), storage=journal, seed=3)
+    assert len(first.trials) == 2 and journal.stat().st_size > 0
+    ran: list[tuple[int, int]] = []
+    resumed = tune(
+        attack,
+        model,
+        data,
+        AttackerBudget(0.5, trials=3, epochs=1),
+        storage=journal,
+        seed=3,
+        progress=lambda done, total: ran.append((done, total)),
+    )
+    assert ran == [(3, 3)]  # one new trial only
+    assert [t.params for t in resumed.trials[:2]] == [t.params for t in first.trials]
+    with pytest.raises(AttackError, match="was made by attack 'finetune', not 'scratch'"):
+        tune(
+            get_attack("scratch"),
+            model,
+            data,
+            AttackerBudget(0.5),
+            storage=journal,
+            study_name="finetune-seed3",
+        )
+
+
+def test_median_pruner_stops_a_trial_that_reports_badly(task: tuple[nn.Module, AttackerData]) -> None:
+    """After two full trials, a trial whose first report is below their median is pruned."""
+    model, data = task
+    budget = AttackerBudget(0.5, trials=8, epochs=4)
+    tuned = tune(get_attack("finetune"), model, data, budget, seed=0)
+    states = [t.state for t in tuned.trials]
+    assert states[:2] == ["COMPLETE", "COMPLETE"]
+    assert "PRUNED" in states
+    assert all(t.value is None for t in tuned.trials if t.state == "PRUNED")
+
+
+def test_trial_seeds_are_stable_and_distinct() -> None:
+    assert trial_seed(0, 1) == trial_seed(0, 1)
+    assert len({trial_seed(s, n) for s in range(5) for n in range(5)}) == 25
+    assert all(0 <= trial_seed(s, 9) < 2**31 for s in range(5))
+
+
+def test_optuna_logging_is_quiet(task: tuple[nn.Module, AttackerData]) -> None:
+    model, data = task
+    tune(get_attack("quantize"), model, data, AttackerBudget(0.5, trials=1))
+    assert optuna.logging.get_verbosity() == optuna.logging.WARNING
