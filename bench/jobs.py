@@ -35,7 +35,7 @@ class JobContext:
 
     def prepare(self) -> Storage:
         torch.set_num_threads(max(1, self.num_threads))
-        return Storage(self.storage)
+        return Storage(self.storage).create()
 
     def options(self, job: TrainJob) -> DataOptions:
         """The data options, pointed at the job's own folder for the imagefolder data set."""
@@ -107,7 +107,7 @@ def run_encrypt(job: EncryptJob, ctx: JobContext, train: JobResult, match: JobRe
     )
 
 
-def run_attack(job: AttackJob, ctx: JobContext, train: JobResult, encrypt: JobResult | None) -> JobResult:
+def run_attack(job: AttackJob, ctx: JobContext, train: JobResult, encrypt: JobResult | None = None) -> JobResult:
     """Attack the encrypted model (or, for an attack that ignores weights, the baseline's architecture)."""
     storage = ctx.prepare()
     ds = ctx.dataset(job.train)

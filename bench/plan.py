@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,13 @@ class Storage:
     """Where a sweep's files live: a folder every node reaches. Keys go in a private sub-folder."""
 
     root: Path
+
+    def create(self) -> Storage:
+        """Make the folders; the key folder readable by its owner only."""
+        for sub in ("baselines", "encrypted", "studies", "keys"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root / "keys", 0o700)
+        return self
 
     def baseline(self, job: TrainJob) -> Path:
         return self.root / "baselines" / f"{job.id}.safetensors"

@@ -7,7 +7,6 @@ caller says, with mode 0600, and only its fingerprint is ever returned.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -173,7 +172,7 @@ def key_scores(changed: dict[str, torch.Tensor] | None, key: protect.SecretKey) 
     if changed is None:
         return None
     found = {(name, int(i)) for name, idx in changed.items() for i in torch.as_tensor(idx).flatten().tolist()}
-    truth = set(key.position_set())
+    truth = set(key.positions)
     hits = len(found & truth)
     precision = hits / len(found) if found else 0.0
     recall = hits / len(truth) if truth else 0.0
@@ -244,10 +243,3 @@ def attack_model(
         info=dict(tuned.result.info),
         model=tuned.result.model,
     )
-
-
-def private_dir(path: Path) -> Path:
-    """A folder only its owner can read: where key files live."""
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-    return path
