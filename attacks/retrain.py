@@ -19,6 +19,14 @@ LR = Param("lr", "float", 0.01, low=1e-4, high=0.5, log=True, help="learning rat
 OPTIMIZER = Param("optimizer", "choice", "sgd", choices=OPTIMIZERS, help="sgd (momentum 0.9) or adam")
 
 
+MIN_STEPS = 8
+
+
+def batch_size(samples: int) -> int:
+    """128, or smaller so that an epoch over ``samples`` takes at least ``MIN_STEPS`` steps (>= 8)."""
+    return max(8, min(128, samples // MIN_STEPS))
+
+
 def finetune_epochs(default: int) -> Param:
     """An int of recovery epochs after a destructive step, from 0 up to the budget's epochs."""
     return Param(
@@ -43,7 +51,11 @@ def fit(
     params: list[nn.Parameter] | None = None,
     on_batch: Callable[[], None] | None = None,
 ) -> nn.Module:
-    """Train ``model`` in place on the attacker's train split, seeded, reporting val accuracy."""
+    """Train ``model`` in place on the attacker's train split, seeded, reporting val accuracy.
+
+    Batches hold up to 128 samples, fewer for a small share, so that every epoch takes at least
+    ``MIN_STEPS`` optimizer steps: an attacker holding 1 % of a data set still gets to train.
+    """
     torch.manual_seed(seed)  # dropout and any other global randomness; shuffles use ``seed`` too
 
     def on_epoch(epoch: int, _loss: float) -> None:
@@ -58,6 +70,7 @@ def fit(
             lr=lr,
             optimizer=optimizer,
             seed=seed,
+            batch_size=batch_size(len(data.train)),
             params=params,
             on_epoch=on_epoch,
             on_batch=on_batch,

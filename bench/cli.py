@@ -21,7 +21,8 @@ from attacks import AttackError
 from bench.errors import BenchError
 from protect import ProtectError
 
-console = Console()
+# Tables are wide; when piped (CI logs, files) rich would wrap them at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
 USER_ERRORS = (BenchError, ProtectError, AttackError)
 
 

@@ -145,7 +145,7 @@ class Spread:
     n: int
 
     def __str__(self) -> str:
-        return f"{self.mean:.2f} ± {self.std:.2f}" if self.n > 1 else f"{self.mean:.2f}"
+        return f"{self.mean:.1f}±{self.std:.1f}" if self.n > 1 else f"{self.mean:.1f}"
 
 
 def spread(values: Sequence[float]) -> Spread | None:
