@@ -154,6 +154,8 @@ def _budget(args: argparse.Namespace):
         layers=args.layers,
         stay_in_range=not args.allow_out_of_range,
         seed=args.seed,
+        rank=args.rank,
+        loss=args.loss,
     )
 
 
@@ -196,36 +198,38 @@ def cmd_decrypt(args: argparse.Namespace) -> None:
 
 
 def cmd_attack(args: argparse.Namespace) -> None:
-    from attacks import AttackerBudget, get_attack
+    from attacks import AttackerBudget, attack_names, get_attack
     from bench.progress import progress_bar
     from bench.workflow import attack_model, load_for, read_key
 
-    get_attack(args.name)  # unknown names fail before any data is loaded
+    names = attack_names() if args.name == "all" else [args.name]
+    for name in names:
+        get_attack(name)  # unknown names fail before any data is loaded
+    if args.study and len(names) > 1:
+        raise BenchError("--study names one attack's study file; give a single attack name with it")
     key = read_key(args.key, _passphrase(args)) if args.key else None
     model, spec, ds = load_for(args.model_file, _data(args), args.dataset)
     budget = AttackerBudget(data_fraction=args.data_fraction, trials=args.tune, epochs=args.epochs)
-    with progress_bar(f"attack {args.name}: trials") as progress:
-        r = attack_model(
-            args.name,
-            model,
-            ds,
-            budget=budget,
-            seed=args.seed,
-            owner_count=args.owner_samples,
-            fixed=_pairs(args.param),
-            key=key,
-            acc_clean=spec.extra.get("clean_accuracy"),
-            study=args.study,
-            progress=progress,
-        )
-    rows = [[args.name, _pct(r.acc_clean), _pct(r.acc_encrypted), _pct(r.acc_attacked), _pct(r.val_attacked),
-             f"{r.seconds:.1f}", _pct(r.key_precision), _pct(r.key_recall)]]
+    rows, tuned = [], []
+    for name in names:
+        with progress_bar(f"attack {name}: trials") as progress:
+            r = attack_model(name, model, ds, budget=budget, seed=args.seed, owner_count=args.owner_samples,
+                             fixed=_pairs(args.param), key=key, acc_clean=spec.extra.get("clean_accuracy"),
+                             study=args.study, progress=progress)
+        rows.append([name, _pct(r.acc_clean), _pct(r.acc_encrypted), _pct(r.acc_attacked), _pct(r.val_attacked),
+                     f"{r.seconds:.1f}", _pct(r.key_precision), _pct(r.key_recall)])
+        tuned.append(f"{name}: " + ", ".join(f"{k}={_short(v)}" for k, v in r.best_params.items()))
     _table(
-        f"attack on {args.model_file} ({ds.name}, attacker holds {100 * args.data_fraction:g} % of the training set)",
+        f"attacks on {args.model_file} ({ds.name}, attacker holds {100 * args.data_fraction:g} % of the training set, "
+        f"{args.tune} trials, {args.epochs} epochs)",
         ["attack", "clean %", "encrypted %", "attacked %", "attacker val %", "seconds", "key precision %", "key recall %"],
         rows,
     )
-    console.print("tuned parameters: " + ", ".join(f"{k}={v}" for k, v in r.best_params.items()))
+    console.print("tuned parameters:\n  " + "\n  ".join(tuned))
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -315,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params-per-step", type=int, default=1, help="scalars changed per gradient step")
     p.add_argument("--target-accuracy", type=float, help="stop at this owner-sample accuracy (default: chance)")
     p.add_argument("--layers", nargs="+", metavar="PATTERN", help="only parameters whose names match these patterns")
+    p.add_argument("--rank", default="gain", help="how AdvParams ranks scalars: gain (|grad| x possible move) or gradient")
+    p.add_argument("--loss", default="ce", help="what AdvParams ascends: ce (cross-entropy) or margin (true-class margin)")
     p.add_argument("--allow-out-of-range", action="store_true", help="let perturbed values leave their tensor's range")
     p.add_argument("--owner-samples", type=int, default=512, help="owner's samples used for encryption")
     p.add_argument("--seed", type=int, default=0, help="seed of the owner-sample draw and of the method")
@@ -332,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_decrypt)
 
     p = sub.add_parser("attack", help="attack an encrypted model", description="Run one attack, tuned with Optuna on the attacker's validation split; print clean, encrypted and attacked accuracy.")
-    p.add_argument("name", help="attack name (see the registry)")
+    p.add_argument("name", help="attack name from the registry, or 'all' for every registered attack")
     p.add_argument("--model-file", type=Path, required=True, help="the encrypted model file")
     p.add_argument("--key", type=Path, help="the key, used only to score recovered positions; the attack never sees it")
     p.add_argument("--dataset", help="data set (default: the one named in the model file)")

@@ -61,6 +61,8 @@ class Protect(Strict):
     target_accuracy: float | None = Field(None, ge=0, le=1)
     layers: list[str] | None = None
     stay_in_range: bool = True
+    rank: Literal["gain", "gradient"] = "gain"
+    loss: Literal["ce", "margin"] = "ce"
     random_matches_advparams: bool = True  # random changes as many scalars as advparams did in the cell
 
     _lists = field_validator("methods", "max_params", "eps", mode="before")(_as_list)

@@ -178,7 +178,7 @@ def make_plan(cfg: SweepConfig, registered_attacks: list[str], weight_free: set[
             for max_params, eps in itertools.product(p.max_params, p.eps):
                 budget = {"max_params": max_params, "eps": eps, "params_per_step": p.params_per_step,
                           "target_accuracy": p.target_accuracy, "layers": p.layers,
-                          "stay_in_range": p.stay_in_range, "seed": seed}
+                          "stay_in_range": p.stay_in_range, "rank": p.rank, "loss": p.loss, "seed": seed}
                 adv = EncryptJob(train, "advparams", budget, ds.owner_samples) if "advparams" in p.methods else None
                 if adv is not None:  # first: the jobs matched to it take its result
                     cell_jobs.append(adv)

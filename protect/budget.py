@@ -14,6 +14,7 @@ from typing import Any
 from protect.errors import ProtectError
 
 RANKS = ("gain", "gradient")
+LOSSES = ("ce", "margin")
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,10 @@ class Budget:
     max, so every tensor keeps its range and the encrypted weights show no outliers. ``seed``: seeds
     the methods that draw at random. ``rank``: how AdvParams ranks scalars, ``"gain"`` (default:
     |grad| times the move actually possible, the first-order loss increase) or ``"gradient"``
-    (plain |grad|).
+    (plain |grad|). ``loss``: what AdvParams ascends, ``"ce"`` (default: the mean cross-entropy) or
+    ``"margin"`` (the true class's logit margin over the best other class, counted only on samples
+    still classified right, so moves go where they flip predictions; with it, accuracy can fall
+    below chance instead of stalling at a single predicted class).
     """
 
     max_params: int = 64
@@ -39,6 +43,7 @@ class Budget:
     stay_in_range: bool = True
     seed: int = 0
     rank: str = "gain"
+    loss: str = "ce"
 
     def __post_init__(self) -> None:
         _require_int("max_params", self.max_params, minimum=1)
@@ -59,6 +64,8 @@ class Budget:
             raise ProtectError(f"budget stay_in_range must be true or false, got {self.stay_in_range!r}")
         if self.rank not in RANKS:
             raise ProtectError(f"budget rank must be one of {', '.join(RANKS)}, got {self.rank!r}")
+        if self.loss not in LOSSES:
+            raise ProtectError(f"budget loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (``layers`` as a list), for key files and configs."""

@@ -81,8 +81,10 @@ def num_classes(model: nn.Module, batches: list[Batch]) -> int:
     return classes
 
 
-def owner_pass(model: nn.Module, batches: list[Batch], params: Sequence[nn.Parameter] = ()) -> OwnerPass:
-    """Owner accuracy and the float32 gradient of the mean loss w.r.t. ``params`` (none: accuracy only)."""
+def owner_pass(
+    model: nn.Module, batches: list[Batch], params: Sequence[nn.Parameter] = (), loss: str = "ce"
+) -> OwnerPass:
+    """Owner accuracy and the float32 gradient of the mean ``loss`` w.r.t. ``params`` (none: accuracy only)."""
     total = sum(len(y) for _, y in batches)
     correct = 0
     grads = [torch.zeros_like(p, dtype=torch.float32) for p in params]
@@ -91,10 +93,19 @@ def owner_pass(model: nn.Module, batches: list[Batch], params: Sequence[nn.Param
             logits = model(x)
             correct += int((logits.argmax(dim=1) == y).sum())
             if params:
-                loss = F.cross_entropy(logits.float(), y, reduction="sum") / total
-                for acc, g in zip(grads, torch.autograd.grad(loss, params), strict=True):
+                value = _loss(logits.float(), y, loss) / total
+                for acc, g in zip(grads, torch.autograd.grad(value, params), strict=True):
                     acc += g.float()
     return OwnerPass(accuracy=correct / total, batches=len(batches), grads=grads)
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """The summed loss encryption ascends: cross-entropy, or minus the true class's positive margin."""
+    if kind == "ce":
+        return F.cross_entropy(logits, y, reduction="sum")
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
+    return -(true - others).clamp(min=0).sum()
 
 
 @contextmanager

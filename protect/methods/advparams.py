@@ -5,7 +5,7 @@ Technique via Adversarial Perturbation Based Parameter Encryption", 2021, arXiv:
 
 Only the paper's abstract is available, so the loop below is this project's reading of it, with the
 open choices made explicit: each step runs the owner samples once (model in eval mode) for the mean
-cross-entropy loss, its gradient w.r.t. the candidate weights and the current accuracy; it stops
+loss (``budget.loss``: cross-entropy by default, or the true-class margin), its gradient w.r.t. the candidate weights and the current accuracy; it stops
 once accuracy is at or below the target, otherwise it moves the ``params_per_step`` best-ranked,
 not yet moved scalars by ``eps`` along the sign of their gradient (FGSM applied to parameters), and
 it stops when ``max_params`` scalars have changed. ``budget.rank`` picks the ranking: ``"gain"``
@@ -35,7 +35,7 @@ def advparams(run: EncryptionRun) -> dict[str, Any]:
         if ledger.count >= budget.max_params:
             reason = "max_params"
             break
-        result = owner_pass(run.model, run.batches, params)
+        result = owner_pass(run.model, run.batches, params, budget.loss)
         steps += 1
         passes += result.batches
         if result.accuracy <= run.target_accuracy:
