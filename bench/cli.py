@@ -101,7 +101,7 @@ def _pct(x: float | None) -> str:
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     table = Table(title=title)
     for c in columns:
-        table.add_column(c, justify="left" if c in ("", "model", "attack", "state") else "right")
+        table.add_column(c, justify="left" if c == columns[0] or c in ("model", "attack", "state") else "right")
     for r in rows:
         table.add_row(*[str(v) for v in r])
     console.print(table)

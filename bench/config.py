@@ -36,6 +36,9 @@ class ModelEntry(Strict):
     name: str
     args: dict[str, Any] = {}
     training: Training = Training()
+    # None: each grid seed trains its own baseline (the spread includes training); an int: one baseline,
+    # trained with this seed, shared by every grid seed (which then varies the owner's and attacker's draws).
+    train_seed: int | None = None
 
 
 class DatasetEntry(Strict):
@@ -86,6 +89,7 @@ class Attacks(Strict):
     """The attacks and the attacker budgets: data fractions, tuning trials, epochs per trial."""
 
     names: list[str] = Field(["all"], min_length=1)
+    methods: list[str] | None = None  # protection methods whose models are attacked (default: all)
     fractions: list[float] = Field([0.1], min_length=1)
     trials: int = Field(3, ge=1)
     epochs: int = Field(1, ge=0)

@@ -52,7 +52,7 @@ def _environment_tags() -> dict[str, str]:
 
 
 def _train_params(job: TrainJob) -> dict:
-    return {"dataset": job.dataset, "model": job.model, "seed": job.seed,
+    return {"dataset": job.dataset, "model": job.model, "train_seed": job.seed,
             **{f"model.{k}": v for k, v in job.model_args.items()},
             **{f"train.{k}": v for k, v in job.training.items()}}
 
@@ -63,7 +63,7 @@ def run_train(job: TrainJob, ctx: JobContext) -> JobResult:
     path, acc = train_baseline(job, ctx.dataset(job), storage.baseline(job))
     return JobResult(
         job.id, "train", job.name,
-        params={**_train_params(job), "job_id": job.id},
+        params={**_train_params(job), "seed": job.seed, "job_id": job.id},
         metrics={"acc_clean": acc, "train_seconds": time.perf_counter() - start},
         tags={"kind": "train", "job_id": job.id, **_environment_tags()},
     )
@@ -86,7 +86,7 @@ def run_encrypt(job: EncryptJob, ctx: JobContext, train: JobResult, match: JobRe
     budget = protect.Budget(**{**job.budget, "max_params": max_params})
     outcome = encrypt_file(
         storage.baseline(job.train), storage.encrypted(job), storage.key(job),
-        budget=budget, method=job.method, data=ctx.options(job.train), split_seed=job.train.seed,
+        budget=budget, method=job.method, data=ctx.options(job.train), split_seed=job.seed,
         owner_count=job.owner_samples, force=True,
     )
     acc_decrypted, exact = verify_decryption(
@@ -95,7 +95,7 @@ def run_encrypt(job: EncryptJob, ctx: JobContext, train: JobResult, match: JobRe
     stats = {f"stat.{k}": float(v) for k, v in outcome.stats.items() if isinstance(v, (int, float))}
     return JobResult(
         job.id, "encrypt", job.name,
-        params={**_train_params(job.train), **_budget_params(job, max_params), "job_id": job.id},
+        params={**_train_params(job.train), **_budget_params(job, max_params), "seed": job.seed, "job_id": job.id},
         metrics={
             "acc_clean": outcome.acc_clean, "acc_encrypted": outcome.acc_encrypted, "acc_decrypted": acc_decrypted,
             "drop_points": outcome.drop_points, "drop_relative": outcome.drop_relative,
@@ -122,7 +122,7 @@ def run_attack(job: AttackJob, ctx: JobContext, train: JobResult, encrypt: JobRe
     metrics = {"acc_attacked": outcome.acc_attacked, "val_attacked": outcome.val_attacked,
                "val_encrypted": outcome.val_before, "attack_seconds": outcome.seconds}
     params = {**_train_params(job.train), "attack": job.attack, "fraction": job.fraction, "trials": job.trials,
-              "epochs": job.epochs, "job_id": job.id,
+              "epochs": job.epochs, "seed": job.seed, "job_id": job.id,
               **{f"tuned.{k}": v for k, v in outcome.best_params.items()}}
     if encrypt is not None:
         metrics.update({k: encrypt.metrics[k] for k in (*CELL_METRICS, "encrypt_seconds") if k in encrypt.metrics})

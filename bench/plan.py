@@ -58,7 +58,7 @@ class TrainJob:
 class EncryptJob:
     train: TrainJob
     method: str
-    budget: dict[str, Any]  # protect.Budget fields
+    budget: dict[str, Any]  # protect.Budget fields, its seed the grid's
     owner_samples: int
     match: str | None = None  # id of the advparams job whose scalar count a random job takes
 
@@ -74,8 +74,13 @@ class EncryptJob:
         return _cell_label(self.budget["max_params"], self.budget["eps"])
 
     @property
+    def seed(self) -> int:
+        """The grid's seed: it draws the owner's samples and seeds the method."""
+        return int(self.budget["seed"])
+
+    @property
     def name(self) -> str:
-        return f"{self.train.dataset}/{self.train.model}/{self.method}[{self.cell}]/seed={self.train.seed}"
+        return f"{self.train.dataset}/{self.train.model}/{self.method}[{self.cell}]/seed={self.seed}"
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,7 @@ class AttackJob:
     epochs: int
     val_fraction: float
     owner_samples: int
+    seed: int  # the grid's: it draws the attacker's share and seeds the attack and its tuning
     fixed: dict[str, Any] = field(default_factory=dict)
 
     kind = "attack"
@@ -97,11 +103,7 @@ class AttackJob:
         return stable_hash({"kind": self.kind, "train": self.train.id,
                             "encrypt": self.encrypt.id if self.encrypt else None, "attack": self.attack,
                             "fraction": self.fraction, "trials": self.trials, "epochs": self.epochs,
-                            "val_fraction": self.val_fraction, "owner_samples": self.owner_samples, "fixed": self.fixed, "v": RESULTS_VERSION})
-
-    @property
-    def seed(self) -> int:
-        return self.train.seed
+                            "val_fraction": self.val_fraction, "owner_samples": self.owner_samples, "seed": self.seed, "fixed": self.fixed, "v": RESULTS_VERSION})
 
     @property
     def name(self) -> str:
@@ -165,15 +167,17 @@ def resolve_attacks(names: list[str], registered: list[str]) -> list[str]:
 def make_plan(cfg: SweepConfig, registered_attacks: list[str], weight_free: set[str]) -> Plan:
     """Expand the grid. ``weight_free`` names the attacks that ignore the stolen weights (run once per
     baseline and attacker budget rather than once per encrypted model)."""
-    trains: list[TrainJob] = []
+    trains: dict[str, TrainJob] = {}  # a baseline with a fixed train_seed is shared by every grid seed
     encrypts: list[EncryptJob] = []
     attacks: list[AttackJob] = []
     names = resolve_attacks(cfg.attacks.names, registered_attacks)
+    attacked_methods = set(cfg.attacks.methods or cfg.protect.methods)
     p = cfg.protect
     for ds, seed in itertools.product(cfg.datasets, cfg.seeds):
         for m in ds.models:
-            train = TrainJob(ds.name, ds.path, m.name, dict(m.args), m.training.model_dump(), seed)
-            trains.append(train)
+            train_seed = seed if m.train_seed is None else m.train_seed
+            train = TrainJob(ds.name, ds.path, m.name, dict(m.args), m.training.model_dump(), train_seed)
+            trains.setdefault(train.id, train)
             cell_jobs: list[EncryptJob] = []
             for max_params, eps in itertools.product(p.max_params, p.eps):
                 budget = {"max_params": max_params, "eps": eps, "params_per_step": p.params_per_step,
@@ -187,11 +191,12 @@ def make_plan(cfg: SweepConfig, registered_attacks: list[str], weight_free: set[
                     cell_jobs.append(EncryptJob(train, method, budget, ds.owner_samples, match))
             encrypts.extend(cell_jobs)
             common = dict(trials=cfg.attacks.trials, epochs=cfg.attacks.epochs, val_fraction=cfg.attacks.val_fraction,
-                          owner_samples=ds.owner_samples)
+                          owner_samples=ds.owner_samples, seed=seed)
+            targets = [enc for enc in cell_jobs if enc.method in attacked_methods]
             for attack, fraction in itertools.product(names, cfg.attacks.fractions):
                 fixed = dict(cfg.attacks.params.get(attack, {}))
                 if attack in weight_free:
                     attacks.append(AttackJob(train, None, attack, fraction, fixed=fixed, **common))
                 else:
-                    attacks.extend(AttackJob(train, enc, attack, fraction, fixed=fixed, **common) for enc in cell_jobs)
-    return Plan(trains, encrypts, attacks)
+                    attacks.extend(AttackJob(train, enc, attack, fraction, fixed=fixed, **common) for enc in targets)
+    return Plan(list(trains.values()), encrypts, attacks)

@@ -90,3 +90,16 @@ def test_shipped_configs_validate(name: str) -> None:
     if not path.exists():
         pytest.skip(f"{name} not written yet")
     load_config(path)
+
+
+def test_a_fixed_train_seed_shares_one_baseline_and_methods_narrow_the_attacks() -> None:
+    raw = base()
+    raw["datasets"][0]["models"][0]["train_seed"] = 7
+    raw["attacks"]["methods"] = ["advparams"]
+    plan = make_plan(parse_config(raw), ["finetune", "scratch"], weight_free={"scratch"})
+    [train] = plan.trains  # one baseline for both grid seeds
+    assert train.seed == 7
+    assert {e.seed for e in plan.encrypts} == {0, 1}  # the grid's seeds still draw owners and attackers
+    assert plan.counts() == {"train": 1, "encrypt": 8, "attack": 2 * (2 * 2 + 2)}
+    assert all(a.encrypt is None or a.encrypt.method == "advparams" for a in plan.attacks)
+    assert {a.seed for a in plan.attacks} == {0, 1}
