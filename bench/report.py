@@ -235,7 +235,8 @@ def write_plots(report: Report, out: Path) -> list[Path]:
         ax.set_yticks(range(len(labels)), labels)
         for i, row in enumerate(grid):
             for j, v in enumerate(row):
-                ax.text(j, i, "-" if v != v else f"{v:.0f}", ha="center", va="center", color="w", fontsize=8)
+                ax.text(j, i, "-" if v != v else f"{v:.0f}", ha="center", va="center", fontsize=8,
+                        color="black" if v == v and v > 60 else "white")
         fig.colorbar(im, label="attacked test accuracy (%)")
         ax.set_title(f"{dataset} / {model}: accuracy recovered, attacker holds {PCT * fraction:g} %")
         paths.append(_save(fig, out / f"attacks_heatmap_{dataset}_{model}.png"))
