@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,22 @@ def _storage(path: str | Path | None) -> optuna.storages.BaseStorage | None:
     """A journal file storage (resumable, safe for several processes) or None for in-memory."""
     if path is None:
         return None
-    backend = optuna.storages.journal.JournalFileBackend(str(path))
-    return optuna.storages.JournalStorage(backend)
+    path = Path(path)
+    if path.is_file() and path.stat().st_size:
+        _check_journal(path)  # Optuna would append to a foreign file before failing on it
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def _check_journal(path: Path) -> None:
+    """Refuse, untouched, a file that is not an Optuna journal (one JSON operation per line)."""
+    try:
+        with path.open("rb") as fh:
+            for line in fh:
+                if line.strip() and "op_code" not in json.loads(line):
+                    raise ValueError("a line is not a journal operation")
+    except (OSError, ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
+        raise AttackError(f"study file {path} cannot be used as an Optuna journal: {str(e).splitlines()[0]}") from None
 
 
 def _record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
@@ -95,14 +110,17 @@ def tune(
     fixed = {name: checked[name] for name in fixed or {}}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = study_name or f"{attack.name}-seed{seed}"
-    study = optuna.create_study(
-        storage=_storage(storage),
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS),
-        study_name=name,
-        direction="maximize",
-        load_if_exists=True,
-    )
+    try:
+        study = optuna.create_study(
+            storage=_storage(storage),
+            sampler=optuna.samplers.TPESampler(seed=seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS),
+            study_name=name,
+            direction="maximize",
+            load_if_exists=True,
+        )
+    except (OSError, ValueError) as e:  # an unreadable file, or one that is not a journal (JSONDecodeError)
+        raise AttackError(f"study file {storage} cannot be used as an Optuna journal: {str(e).splitlines()[0]}") from None
     owner = study.user_attrs.get("attack")
     if owner is None:
         study.set_user_attr("attack", attack.name)

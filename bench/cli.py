@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -261,6 +262,9 @@ def _report(uri: str, experiment: str, out: Path | None) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from mlflow.tracking import MlflowClient
 
+    from bench.tracking import check_uri
+
+    check_uri(args.tracking_uri, must_exist=True)
     experiment = args.experiment
     if experiment is None:
         found = [e for e in MlflowClient(tracking_uri=args.tracking_uri).search_experiments() if e.name != "Default"]
@@ -381,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not "Creating initial MLflow database tables"
     try:
         args.func(args)
     except USER_ERRORS as err:

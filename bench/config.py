@@ -140,6 +140,13 @@ class SweepConfig(Strict):
 
     _lists = field_validator("seeds", mode="before")(_as_list)
 
+    @model_validator(mode="after")
+    def _attacked_methods_are_protected(self) -> SweepConfig:
+        missing = set(self.attacks.methods or []) - set(self.protect.methods)
+        if missing:
+            raise ValueError(f"attacks.methods names {sorted(missing)}, which protect.methods does not run")
+        return self
+
     @property
     def experiment(self) -> str:
         return self.tracking.experiment or self.name

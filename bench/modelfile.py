@@ -231,8 +231,8 @@ def _atomic_save(target: Path, tensors: dict[str, torch.Tensor], metadata: dict[
     except OSError as e:
         raise BenchError(f"cannot write model file {target}: {e}") from e
     try:
-        os.chmod(tmp, 0o644)
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # after saving: safetensors recreates the file with mkstemp's 0600
         os.replace(tmp, target)
     except OSError as e:
         raise BenchError(f"cannot write model file {target}: {e}") from e

@@ -49,7 +49,11 @@ def build_model(name: str, *, num_classes: int, input_shape: tuple[int, int, int
     if name in MODELS:
         factory = MODELS[name]
         _check_arguments(name, factory, kwargs)
-        model = factory(num_classes=num_classes, input_shape=shape, **kwargs)
+        try:
+            model = factory(num_classes=num_classes, input_shape=shape, **kwargs)
+        except (TypeError, ValueError, RuntimeError) as e:
+            args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+            raise BenchError(f"model {name!r} cannot be built with {args or 'no arguments'}: {_first_line(e)}") from None
     elif name.startswith(TORCHVISION_PREFIX):
         model = _torchvision_model(name, num_classes, kwargs)
     elif ":" in name:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import SweepConfig
+from bench.errors import BenchError
 
 #: Bump when a change to the code would change the results of finished jobs.
 RESULTS_VERSION = 1
@@ -156,6 +157,9 @@ class Storage:
 
 def resolve_attacks(names: list[str], registered: list[str]) -> list[str]:
     """Expand ``all`` to every registered attack; keep the given order otherwise."""
+    unknown = [n for n in names if n != "all" and n not in registered]
+    if unknown:
+        raise BenchError(f"attacks.names: unknown attack {unknown[0]!r}; registered: {', '.join(registered)}")
     out: list[str] = []
     for name in names:
         for n in registered if name == "all" else [name]:

@@ -27,6 +27,7 @@ def progress_bar(description: str) -> Iterator[ProgressFn]:
         TimeRemainingColumn(),
         console=_console,
         transient=True,
+        disable=not _console.is_terminal,
     ) as bar:
         task = bar.add_task(description, total=None)
 

@@ -22,9 +22,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from attacks import attack_names, get_attack
+from attacks import AttackError, attack_names, get_attack
 from bench.config import SweepConfig
 from bench.data import default_data_root
+from bench.errors import BenchError
 from bench.jobs import JobContext
 from bench.plan import AttackJob, EncryptJob, Job, Plan, TrainJob, make_plan, stable_hash
 from bench.results import JobResult, attack_row, summarize, summary_result
@@ -50,7 +51,16 @@ def weight_free_attacks() -> set[str]:
 
 
 def plan_for(cfg: SweepConfig) -> Plan:
-    return make_plan(cfg, attack_names(), weight_free_attacks())
+    """The config's plan; attack names and fixed attack parameters are checked against the registry."""
+    plan = make_plan(cfg, attack_names(), weight_free_attacks())
+    for name, fixed in cfg.attacks.params.items():
+        if name not in attack_names():
+            raise BenchError(f"attacks.params.{name}: unknown attack; registered: {', '.join(attack_names())}")
+        try:
+            get_attack(name).check_params(fixed)
+        except AttackError as err:
+            raise BenchError(f"attacks.params.{name}: {err}") from None
+    return plan
 
 
 def dependencies(job: Job) -> list[str]:

@@ -56,10 +56,23 @@ def default_artifact_root(uri: str) -> str | None:
     return None
 
 
+SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_uri(uri: str, *, must_exist: bool = False) -> None:
+    """One line for a tracking URI MLflow would refuse with a traceback (or create when only reading)."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
+    if scheme not in SCHEMES:
+        raise BenchError(f"tracking URI {uri!r} is not supported; use sqlite:///FILE.db or http://HOST:PORT")
+    if must_exist and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise BenchError(f"no MLflow store at {uri.removeprefix('sqlite:///')}; run a sweep first")
+
+
 class Tracker:
     """One experiment of an MLflow store, seen through job ids."""
 
     def __init__(self, uri: str, experiment: str) -> None:
+        check_uri(uri)
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         try:

@@ -60,6 +60,15 @@ def load_for(path: Path, data: DataOptions, dataset: str | None = None) -> tuple
     return model, spec, ds
 
 
+def _writable_file(path: Path, what: str) -> None:
+    """Refuse a target that is a folder or sits in a folder that does not exist, before anything is written."""
+    path = Path(path)
+    if path.is_dir():
+        raise BenchError(f"{what} path {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise BenchError(f"folder {path.parent} for the {what} does not exist")
+
+
 def total_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -106,6 +115,8 @@ def encrypt_file(
         raise BenchError(f"key file {key_path} exists already; refusing to overwrite a key (use --force)")
     if Path(out).resolve() == Path(key_path).resolve():
         raise BenchError("the encrypted model and the key must be different files")
+    _writable_file(out, "encrypted model")
+    _writable_file(key_path, "key file")
     model, spec, ds = load_for(model_file, data)
     if spec.extra.get("state") == "encrypted":
         raise BenchError(f"{model_file} is encrypted already (key {spec.extra.get('key_fingerprint', '?')})")
@@ -124,7 +135,11 @@ def encrypt_file(
         "test_accuracy": acc_encrypted,
     }
     key.save(key_path, passphrase=passphrase)
-    save_model(out, model.cpu(), replace(spec, extra=extra))
+    try:
+        save_model(out, model.cpu(), replace(spec, extra=extra))
+    except BaseException:
+        key_path.unlink(missing_ok=True)  # no key without the encrypted model it opens
+        raise
     return EncryptOutcome(
         acc_clean=acc_clean,
         acc_encrypted=acc_encrypted,
@@ -142,6 +157,9 @@ def read_key(key_path: Path, passphrase: str | None) -> protect.SecretKey:
 
 def decrypt_file(enc_file: Path, key_path: Path, out: Path, *, data: DataOptions, passphrase: str | None = None) -> tuple[float, float]:
     """Decrypt an encrypted model file with its key into ``out``; return (encrypted, decrypted) accuracy."""
+    if Path(out).resolve() == Path(key_path).resolve():
+        raise BenchError(f"the decrypted model would overwrite its key {key_path}; choose another --out")
+    _writable_file(out, "decrypted model")
     key = read_key(key_path, passphrase)
     model, spec, ds = load_for(enc_file, data)
     acc_encrypted = accuracy(model, ds.test)
@@ -197,6 +215,8 @@ class AttackOutcome:
 
 
 def attacker_data(ds: DataSet, *, seed: int, fraction: float, owner_count: int, val_fraction: float = 0.2) -> AttackerData:
+    if not 0 < fraction < 1:
+        raise BenchError(f"attacker data fraction must be in (0, 1) (the owner's samples are held out), got {fraction}")
     splits = make_splits(ds, seed=seed, owner_samples=owner_count, attacker_fraction=fraction,
                          attacker_val_fraction=val_fraction)
     return AttackerData(train=splits.attacker_train, val=splits.attacker_val, num_classes=ds.num_classes)

@@ -2,8 +2,8 @@
 attacks, sweep planning, help, and one clear line (exit code 2) for every kind of bad input.
 
 Commands run in-process through ``bench.cli.main`` (it returns the exit code) in a temporary working
-folder; the real console script runs in a subprocess for the passphrase flow and a refusal. Tests marked
-xfail document bugs found here (the reason says what is wrong); they must start passing once fixed.
+folder; the real console script runs in a subprocess for the passphrase flow and a refusal;
+the last section keeps the bugs these tests once found as regressions.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from mlflow.exceptions import MlflowException
 
 import protect
 from attacks import attack_names, get_attack
@@ -395,39 +394,29 @@ def test_help(capsys, command: str | None) -> None:
     assert out.startswith(f"usage: advparams {command or ''}".rstrip())
 
 
-# ---------------------------------------------------------------------------------- bugs found (xfail)
+# ------------------------------------------------------------- bugs found here once, kept as regressions
 def test_report_on_an_empty_store_is_refused(capsys, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
     uri = f"sqlite:///{tmp_path / 'empty.db'}"
-    r = cli(capsys, "report", "--tracking-uri", uri)
-    assert r.code == 2 and r.err.splitlines()[-1] == f"advparams: error: no experiment in {uri}; run a sweep first"
-    # Asking again (the store now exists) and naming an experiment: one line each.
+    MlflowClient(tracking_uri=uri).search_experiments()  # creates the store's tables, no experiment
+    # A store with no experiment of ours, and naming an experiment it lacks: one line each.
     assert_refused(cli(capsys, "report", "--tracking-uri", uri), "no experiment in", uri)
     assert_refused(cli(capsys, "report", "nope", "--tracking-uri", uri), "no experiment named 'nope'")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: `advparams report --tracking-uri sqlite:///NEW.db` on a store that does not exist yet prints MLflow's "
-    "'INFO mlflow.store.db.utils: Creating initial MLflow database tables...' and 'Updating database tables' "
-    "on stderr before the error line (3 lines, not 1), and creates NEW.db as a side effect of a read-only command"))
 def test_report_on_a_new_store_prints_only_the_error(capsys, tmp_path: Path) -> None:
     r = cli(capsys, "report", "--tracking-uri", f"sqlite:///{tmp_path / 'new.db'}")
-    assert_refused(r, "no experiment in")
+    assert_refused(r, "no MLflow store at")
     assert not (tmp_path / "new.db").exists()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: when stderr is not a terminal (piped, CI logs) a command refused inside a progress bar (encrypt, "
-    "attack) prints an empty line before `advparams: error: ...`: rich's transient bar ends with a newline; "
-    "bench/progress.py could pass disable=not console.is_terminal"))
 def test_error_inside_a_progress_bar_is_exactly_one_line(capsys) -> None:
     r = cli(capsys, "encrypt", "missing.safetensors", "--out", "e.safetensors", "--key", "k.key")
     assert r.code == 2
     assert r.err == "advparams: error: model file not found: missing.safetensors\n"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: `advparams sweep CFG --dry-run` with attacks.names: [nope] exits 0 and plans jobs for the unknown "
-    "attack (every such job would then fail on Ray); expected exit 2 naming 'nope' and the registered attacks"))
 def test_sweep_refuses_an_unknown_attack_name(capsys, tmp_path: Path) -> None:
     raw = sweep_config(tmp_path)
     raw["attacks"]["names"] = ["finetune", "nope"]
@@ -435,25 +424,18 @@ def test_sweep_refuses_an_unknown_attack_name(capsys, tmp_path: Path) -> None:
     assert_refused(cli(capsys, "sweep", "cfg.yaml", "--dry-run"), "nope")
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "BUG: `advparams train --model mlp --model-arg hidden=abc` raises TypeError from torch (traceback) instead "
-    "of one line naming the bad model argument; hidden=1.5 (TypeError) and hidden=-3 (RuntimeError) likewise"))
 def test_bad_model_argument_value_is_one_line(capsys) -> None:
     assert_refused(cli(capsys, "train", "--model", "mlp", "--model-arg", "hidden=abc", "--epochs", "1"), "hidden")
 
 
-@pytest.mark.xfail(strict=True, raises=FileNotFoundError, reason=(
-    "BUG: `advparams attack finetune --model-file ENC --study nodir/s.journal` (folder missing) raises "
-    "FileNotFoundError with a traceback; a --study file that is not an Optuna journal raises JSONDecodeError"))
-def test_study_file_in_a_missing_folder_is_one_line(capsys, files: Files) -> None:
+def test_study_files_missing_folders_are_made_and_foreign_files_refused(capsys, files: Files, tmp_path: Path) -> None:
     r = cli(capsys, "attack", "finetune", "--model-file", files.enc, "--study", "nodir/s.journal", *ATTACK)
-    assert_refused(r, "nodir")
+    assert r.code == 0 and (tmp_path / "nodir" / "s.journal").stat().st_size > 0
+    (tmp_path / "notes.txt").write_text("not a journal {")
+    r = cli(capsys, "attack", "finetune", "--model-file", files.enc, "--study", "notes.txt", *ATTACK)
+    assert_refused(r, "notes.txt", "cannot be used as an Optuna journal")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: `advparams encrypt CLEAN --out DIR --key k.key` where DIR is a folder exits 2 but leaves k.key "
-    "behind (workflow.encrypt_file saves the key before the model), so a retry is refused with 'key file "
-    "exists already'; expected no file written"))
 def test_failed_model_write_leaves_no_key(capsys, files: Files, tmp_path: Path) -> None:
     (tmp_path / "adir").mkdir()
     r = cli(capsys, "encrypt", files.clean, "--out", "adir", "--key", "k.key", "--max-params", 8, *ENCRYPT)
@@ -461,17 +443,10 @@ def test_failed_model_write_leaves_no_key(capsys, files: Files, tmp_path: Path) 
     assert not (tmp_path / "k.key").exists()
 
 
-@pytest.mark.xfail(strict=True, raises=MlflowException, reason=(
-    "BUG: `advparams report --tracking-uri sqlit:///mlflow.db` (a mistyped scheme) raises MLflow's "
-    "UnsupportedModelRegistryStoreURIException with a traceback instead of one line naming the URI"))
 def test_mistyped_tracking_uri_is_one_line(capsys) -> None:
     assert_refused(cli(capsys, "report", "--tracking-uri", "sqlit:///mlflow.db"), "sqlit:///mlflow.db")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: `advparams decrypt ENC --key k.key --out k.key` exits 0 and replaces the key file with the decrypted "
-    "model (the key is lost silently); encrypt refuses the same clash ('must be different files'), decrypt "
-    "should too (workflow.decrypt_file)"))
 def test_decrypt_refuses_to_write_over_its_key(capsys, files: Files, tmp_path: Path) -> None:
     shutil.copy(files.key, tmp_path / "k.key")
     before = files_in(tmp_path)

@@ -1,0 +1,445 @@
+"""The speed benchmark: what encryption costs, what the harness adds, how a sweep scales, what a worker holds.
+
+``python -m bench.speed [--config configs/quick.yaml] [--set PATH=VALUE] [--out FILE] [--workers N] [--skip-cluster]``
+prints one markdown fragment (machine, command, four tables) for BENCHMARKS.md; every figure in it comes
+from this run. Measurements, all with one torch thread per job:
+
+1. Encryption cost: AdvParams at every budget cell of the config (first seed) on each of its data set and
+   model pairs, plus Fashion-MNIST / LeNet-5 when ``$ADVPARAMS_DATA_ROOT`` is set. Baselines are trained once
+   and cached in the config's storage folder; the encryption's forward+backward passes and seconds are set
+   against one training epoch of the same model on the same data.
+2. Harness overhead: every job of the config through the real sweep driver (local Ray with one CPU, MLflow
+   on a fresh SQLite store) against a plain loop over the same job functions in one process.
+3. Scaling: jobs per minute on a local Ray with 1 to ``--workers`` CPUs (default 2) and on a simulated
+   multi-node cluster (``ray.cluster_utils.Cluster``: a head with no CPUs and two one-CPU nodes).
+4. Peak memory: the peak RSS of the Ray worker that ran the one-CPU sweep, and of the plain loop's process.
+
+Each sweep or loop runs in a subprocess of its own with a fresh storage folder and store, so none inherits
+another's warm Ray, imports or in-process data memo; all read the same data files (digits needs none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray.cluster_utils import Cluster
+from rich.console import Console
+
+import protect
+from attacks.training import train
+from bench.cli import USER_ERRORS
+from bench.config import ModelEntry, SweepConfig, Training, load_config, parse_config
+from bench.data import DATA_ROOT_ENV, DataSet, default_data_root
+from bench.errors import BenchError
+from bench.jobs import JobContext, run_attack, run_encrypt, run_train
+from bench.models import build_model
+from bench.plan import EncryptJob, TrainJob, make_plan
+from bench.results import JobResult
+from bench.sweep import dependencies, plan_for, run_sweep
+from bench.workflow import OWNER_BATCH, DataOptions, EncryptOutcome, encrypt_file
+
+#: The second encryption-cost target, run when the real data sets are available.
+FASHION_DATASET = "fashion_mnist"
+FASHION_MODEL = ModelEntry(name="lenet5", training=Training(epochs=5, lr=0.05, optimizer="sgd", batch_size=128))
+FASHION_OWNER_SAMPLES = 512
+#: Short timings are repeated until they add up to this many seconds (or MAX_RUNS), and the median kept.
+MIN_TOTAL_SECONDS = 2.0
+MAX_RUNS = 5
+#: Ray's local-cluster switch: set only in the simulated cluster's subprocess (it binds loopback there).
+LOOPBACK_CLUSTER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+#: The simulated cluster: a head with no CPUs (it only schedules) and this many nodes of one CPU each.
+CLUSTER_NODES = 2
+
+
+# ------------------------------------------------------------------------------------------ results
+@dataclass(frozen=True)
+class Machine:
+    """What the figures were measured on."""
+    cpu: str
+    cores: int
+    gpu: str
+    python: str
+    torch: str
+    ray: str
+    date: str
+    load: float  # 1-minute load average when the benchmark started: other work on the machine shows here
+
+    @classmethod
+    def current(cls) -> Machine:
+        return cls(
+            cpu=_cpu_model(), cores=os.cpu_count() or 1,
+            gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+            python=platform.python_version(), torch=torch.__version__, ray=ray.__version__,
+            date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), load=os.getloadavg()[0],
+        )
+
+
+@dataclass(frozen=True)
+class EncryptionCost:
+    dataset: str
+    model: str
+    cell: str
+    owner_samples: int
+    passes: int  # forward+backward passes over owner batches, from the key's stats
+    seconds: float
+    epoch_seconds: float  # one training epoch of the same model on the same data
+    acc_clean: float
+    acc_encrypted: float
+
+    @property
+    def epoch_share(self) -> float:
+        return self.seconds / self.epoch_seconds
+
+
+@dataclass(frozen=True)
+class SweepTiming:
+    """One run of a config's jobs: by the sweep driver on some Ray, or by the plain loop."""
+    label: str
+    cpus: int  # CPUs the jobs could use at once
+    done: int
+    failed: int
+    seconds: float
+    peak_rss_mib: float | None = None  # of the worker (sweep) or the process (loop); None: not measured
+    note: str = ""
+
+    @property
+    def jobs_per_minute(self) -> float:
+        return 60.0 * (self.done + self.failed) / self.seconds
+
+
+@dataclass
+class SpeedReport:
+    machine: Machine
+    command: str
+    config: str
+    counts: dict[str, int]
+    encryption: list[EncryptionCost]
+    local: list[SweepTiming]  # the sweep driver on a local Ray with 1, 2, ... CPUs
+    loop: SweepTiming
+    cluster: SweepTiming | None  # None: skipped
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ray_one(self) -> SweepTiming:
+        return self.local[0]
+
+    @property
+    def overhead(self) -> float:
+        """Sweep driver time over plain loop time, same jobs, one CPU (the project's goal: <= 1.10)."""
+        return self.ray_one.seconds / self.loop.seconds
+
+    def markdown(self) -> str:
+        m = self.machine
+        total = sum(self.counts.values())
+        kinds = ", ".join(f"{n} {k}" for k, n in self.counts.items())
+        lines = [
+            f"### Speed (`{self.command}`)",
+            "",
+            f"Machine: {m.cpu}, {m.cores} cores, GPU: {m.gpu}; Python {m.python}, torch {m.torch}, Ray {m.ray}; "
+            f"{m.date}; 1-minute load average at start {m.load:.2f}.",
+            f"Config `{self.config}`: {total} jobs ({kinds}); one torch thread per job.",
+            *(f"Note: {n}" for n in self.notes),
+            "",
+            f"**Encryption cost** (AdvParams, first seed; a pass is one forward+backward over an owner batch of up to "
+            f"{OWNER_BATCH} samples; seconds are the median of up to {MAX_RUNS} runs)",
+            "",
+            *_table(["data set", "model", "cell", "owner samples", "forward+backward passes", "seconds",
+                     "one epoch (s)", "share of an epoch", "accuracy clean → encrypted"],
+                    [[e.dataset, e.model, e.cell, str(e.owner_samples), str(e.passes), f"{e.seconds:.3f}",
+                      f"{e.epoch_seconds:.3f}", f"{100 * e.epoch_share:.1f} %",
+                      f"{100 * e.acc_clean:.1f} % → {100 * e.acc_encrypted:.1f} %"] for e in self.encryption]),
+            "",
+            "**Harness overhead** (all jobs, one CPU. The driver's time runs from `ray.init` to `run_sweep`'s return: "
+            "Ray's start, the worker's start-up and MLflow logging included. The loop's runs from planning to its last "
+            "job. The driver's and the loop's own imports are excluded.)",
+            "",
+            *_table(["run", "jobs", "seconds", "ratio"],
+                    [[self.ray_one.label, _jobs(self.ray_one), f"{self.ray_one.seconds:.1f}", f"{self.overhead:.3f}"],
+                     [self.loop.label, _jobs(self.loop), f"{self.loop.seconds:.1f}", "1.000"]]),
+            "",
+            f"**Scaling** (sweep driver, the config's jobs; the cluster's time includes starting its {CLUSTER_NODES + 1} "
+            "nodes)",
+            "",
+            *_table(["setting", "CPUs", "jobs", "seconds", "jobs per minute", "speed-up"],
+                    [_scaling_row(t, self.ray_one) for t in self.local]
+                    + [_scaling_row(self.cluster, self.ray_one) if self.cluster is not None
+                       else ["simulated cluster", str(CLUSTER_NODES), "skipped (--skip-cluster)", "", "", ""]]),
+            "",
+            "**Peak memory** (peak RSS, `getrusage` ru_maxrss)",
+            "",
+            *_table(["process", "peak RSS (MiB)"],
+                    [["Ray worker that ran the 1-CPU sweep's jobs", _peak(self.ray_one)],
+                     ["plain loop's process (every job in one process)", _peak(self.loop)]]),
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _jobs(t: SweepTiming) -> str:
+    return f"{t.done}" + (f" (+{t.failed} failed)" if t.failed else "")
+
+
+def _scaling_row(t: SweepTiming, base: SweepTiming) -> list[str]:
+    return [t.label, str(t.cpus), _jobs(t), f"{t.seconds:.1f}", f"{t.jobs_per_minute:.1f}",
+            f"{t.jobs_per_minute / base.jobs_per_minute:.2f}"]
+
+
+def _peak(t: SweepTiming) -> str:
+    return f"{t.peak_rss_mib:.0f}" if t.peak_rss_mib is not None else f"not measured ({t.note})"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _mib(ru_maxrss: int) -> float:
+    """A peak resident set size from getrusage (KiB on Linux, bytes on macOS) in MiB."""
+    return ru_maxrss / 2**20 if sys.platform == "darwin" else ru_maxrss / 2**10
+
+
+def _median_seconds(run: Callable[[], float]) -> float:
+    """Median of ``run()`` (which returns seconds), repeated while short, so a fast step is not all noise."""
+    times: list[float] = []
+    while not times or (sum(times) < MIN_TOTAL_SECONDS and len(times) < MAX_RUNS):
+        times.append(run())
+    return statistics.median(times)
+
+
+# ----------------------------------------------------------------------------------- encryption cost
+def encryption_configs(cfg: SweepConfig, fashion_root: str | None) -> tuple[list[SweepConfig], list[str]]:
+    """The configs whose advparams cells are timed: ``cfg`` itself, and Fashion-MNIST / LeNet-5 under
+    ``cfg``'s protection grid when a data root holding it is given. Returns them and notes on what was skipped."""
+    raw = json.loads(cfg.model_dump_json())
+    raw.update(seeds=cfg.seeds[:1], protect={**raw["protect"], "methods": ["advparams"]})
+    configs = [parse_config(raw, f"{cfg.name} (encryption cost)")]
+    if fashion_root is None:
+        return configs, [f"{FASHION_DATASET} / {FASHION_MODEL.name} skipped: {DATA_ROOT_ENV} is unset"]
+    fashion = {**raw, "data_root": fashion_root,
+               "datasets": [{"name": FASHION_DATASET, "owner_samples": FASHION_OWNER_SAMPLES,
+                             "models": [FASHION_MODEL.model_dump()]}]}
+    return [*configs, parse_config(fashion, f"{FASHION_DATASET} (encryption cost)")], []
+
+
+def encryption_cost(cfg: SweepConfig) -> list[EncryptionCost]:
+    """Time AdvParams at every cell of ``cfg`` (a config from `encryption_configs`) against one epoch, with one
+    torch thread as a sweep job has; each baseline is trained once and kept in the config's storage folder."""
+    ctx = JobContext(Path(cfg.storage), DataOptions(Path(cfg.data_root) if cfg.data_root else None, cfg.download))
+    plan = make_plan(cfg, [], set())
+    rows: list[EncryptionCost] = []
+    threads = torch.get_num_threads()
+    try:
+        storage = ctx.prepare()
+        for job in plan.trains:
+            run_train(job, ctx)  # a cache hit when the baseline file exists
+            epoch = _median_seconds(partial(_one_epoch, job, ctx.dataset(job)))
+            rows.extend(_encryption(enc, storage.baseline(job), ctx, epoch) for enc in plan.encrypts if enc.train == job)
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
+def _one_epoch(job: TrainJob, ds: DataSet) -> float:
+    """Seconds of one training epoch of a fresh ``job.model`` with ``job``'s training settings."""
+    t = Training(**job.training)
+    torch.manual_seed(job.seed)
+    model = build_model(job.model, num_classes=ds.num_classes, input_shape=ds.input_shape, **job.model_args)
+    start = time.perf_counter()
+    train(model, ds.train, epochs=1, lr=t.lr, optimizer=t.optimizer, batch_size=t.batch_size,
+          weight_decay=t.weight_decay, seed=job.seed)
+    return time.perf_counter() - start
+
+
+def _encryption(enc: EncryptJob, baseline: Path, ctx: JobContext, epoch_seconds: float) -> EncryptionCost:
+    """Encrypt the baseline (into a temporary folder, so no key is left behind) as often as `_median_seconds` asks."""
+    outcomes: list[EncryptOutcome] = []
+    with tempfile.TemporaryDirectory(prefix="advparams-speed-") as tmp:
+
+        def once() -> float:
+            outcomes.append(encrypt_file(
+                baseline, Path(tmp) / "encrypted.safetensors", Path(tmp) / "encrypted.key",
+                budget=protect.Budget(**enc.budget), method="advparams", data=ctx.options(enc.train),
+                split_seed=enc.train.seed, owner_count=enc.owner_samples, force=True))
+            return outcomes[-1].seconds
+
+        seconds = _median_seconds(once)
+    last = outcomes[-1]
+    return EncryptionCost(enc.train.dataset, enc.train.model, enc.cell, enc.owner_samples,
+                          int(last.stats["forward_backward_passes"]), seconds, epoch_seconds,
+                          last.acc_clean, last.acc_encrypted)
+
+
+# ------------------------------------------------------------------------- sweeps, each in a subprocess
+def _worker_peak() -> tuple[float | None, str]:
+    """The peak RSS of the idle worker that ran the jobs just finished (Ray reuses one worker per CPU).
+
+    The probe is a nested function, which Ray ships by value: a worker runs it without importing this
+    module, so ``bench.jobs`` being loaded in it proves the worker ran sweep jobs.
+    """
+    def probe() -> tuple[int, bool]:
+        import resource
+        import sys
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "bench.jobs" in sys.modules
+
+    peak, ran_jobs = ray.get(ray.remote(num_cpus=1)(probe).remote())
+    return (_mib(peak), "") if ran_jobs else (None, "the probe reached a worker that ran no job")
+
+
+def _sweep_here(cfg: SweepConfig, cpus: int, cluster: bool) -> dict[str, Any]:
+    """Run ``cfg`` through the sweep driver on a Ray this call starts: local with ``cpus`` CPUs, or a simulated
+    cluster (a head with no CPUs and ``cpus`` nodes of one CPU). The one-CPU local run also probes its worker."""
+    start = time.perf_counter()
+    nodes = None
+    if cluster:
+        nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+        for _ in range(cpus):
+            nodes.add_node(num_cpus=1)
+        ray.init(address=nodes.address, log_to_driver=False)
+        label = f"simulated cluster: head with 0 CPUs + {cpus} nodes × 1 CPU"
+    else:
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        label = f"local Ray, {cpus} worker{'s' if cpus > 1 else ''} (sweep driver, MLflow on SQLite)"
+    try:
+        outcome = run_sweep(cfg, console=Console(file=io.StringIO()))
+        seconds = time.perf_counter() - start
+        peak, note = _worker_peak() if cpus == 1 and not cluster else (None, "measured on the 1-CPU local run only")
+    finally:
+        ray.shutdown()
+        if nodes is not None:
+            nodes.shutdown()
+    done = sum(c["done"] for c in outcome.counts.values())
+    return asdict(SweepTiming(label, cpus, done, len(outcome.failed), seconds, peak, note))
+
+
+def _loop_here(cfg: SweepConfig) -> dict[str, Any]:
+    """Run ``cfg``'s jobs in plan order in this process, each given its upstream results: no Ray, no MLflow."""
+    start = time.perf_counter()
+    data = DataOptions(root=Path(cfg.data_root) if cfg.data_root else default_data_root(), download=cfg.download)
+    ctx = JobContext(storage=Path(cfg.storage).resolve(), data=data, num_threads=1)
+    results: dict[str, JobResult] = {}
+    for job in plan_for(cfg).jobs:
+        upstream = [results[d] for d in dependencies(job)]
+        run = run_train if isinstance(job, TrainJob) else run_encrypt if isinstance(job, EncryptJob) else run_attack
+        results[job.id] = run(job, ctx, *upstream)
+    seconds = time.perf_counter() - start
+    return asdict(SweepTiming("plain Python loop (`bench.jobs`, no Ray, no MLflow)", 1, len(results), 0, seconds,
+                              _mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))
+
+
+_CHILD_TASKS: dict[str, Callable[..., dict[str, Any]]] = {"sweep": _sweep_here, "loop": _loop_here}
+
+
+def child(request: str, result: str) -> None:
+    """Entry point of a benchmark subprocess: read the request file, run it, write the result file."""
+    spec = json.loads(Path(request).read_text())
+    torch.set_num_threads(1)
+    cfg = parse_config(spec["config"], "benchmark config")
+    Path(result).write_text(json.dumps(_CHILD_TASKS[spec["task"]](cfg, **spec["options"])))
+
+
+def isolated(task: str, cfg: SweepConfig, env: dict[str, str] | None = None, **options: Any) -> SweepTiming:
+    """Run a sweep (``task="sweep"``) or the plain loop (``"loop"``) of ``cfg`` in a fresh subprocess, with a
+    fresh storage folder and MLflow store, every job asking for one CPU."""
+    with tempfile.TemporaryDirectory(prefix="advparams-speed-") as tmp:
+        raw = json.loads(cfg.model_dump_json())
+        raw.update(storage=str(Path(tmp) / "storage"), tracking={"uri": f"sqlite:///{Path(tmp) / 'mlflow.db'}"},
+                   jobs={**raw["jobs"], **{k: {**raw["jobs"][k], "num_cpus": 1} for k in ("train", "encrypt", "attack")}})
+        request, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        request.write_text(json.dumps({"task": task, "config": raw, "options": options}))
+        code = "import sys; from bench.speed import child; child(sys.argv[1], sys.argv[2])"
+        proc = subprocess.run([sys.executable, "-c", code, str(request), str(result)], capture_output=True, text=True,
+                              env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})})
+        if proc.returncode != 0 or not result.is_file():
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise BenchError(f"benchmark subprocess {task} {options} failed (exit {proc.returncode}): {last}")
+        return SweepTiming(**json.loads(result.read_text()))
+
+
+# ---------------------------------------------------------------------------------------------- whole
+def run_benchmark(cfg: SweepConfig, *, command: str, workers: int = 2, skip_cluster: bool = False,
+                  fashion_root: str | None = None, progress: Callable[[str], None] = lambda _: None) -> SpeedReport:
+    """Every measurement of the speed benchmark on ``cfg``, one after another (never two at once); the scaling
+    table has local Rays of 1 to ``workers`` CPUs."""
+    if workers < 1:
+        raise BenchError(f"workers must be >= 1, got {workers}")
+    machine = Machine.current()
+    configs, notes = encryption_configs(cfg, fashion_root)
+    encryption: list[EncryptionCost] = []
+    for c in configs:
+        progress(f"encryption cost: {', '.join(f'{d.name}/{m.name}' for d in c.datasets for m in d.models)}")
+        encryption.extend(encryption_cost(c))
+    progress("harness overhead: sweep driver on a 1-CPU local Ray")
+    local = [isolated("sweep", cfg, cpus=1, cluster=False)]
+    progress("harness overhead: plain loop")
+    loop = isolated("loop", cfg)
+    for cpus in range(2, workers + 1):
+        progress(f"scaling: {cpus}-CPU local Ray")
+        local.append(isolated("sweep", cfg, cpus=cpus, cluster=False))
+    cluster = None
+    if not skip_cluster:
+        progress("scaling: simulated cluster")
+        cluster = isolated("sweep", cfg, env=LOOPBACK_CLUSTER_ENV, cpus=CLUSTER_NODES, cluster=True)
+    return SpeedReport(machine, command, cfg.name, plan_for(cfg).counts(), encryption, local, loop, cluster, notes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", type=Path, default=Path("configs/quick.yaml"), help="sweep config (default: %(default)s)")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="override a config key")
+    p.add_argument("--out", type=Path, help="also write the markdown fragment to this file")
+    p.add_argument("--workers", type=int, default=2, help="scaling: local Rays of 1 to N CPUs (default: %(default)s)")
+    p.add_argument("--skip-cluster", action="store_true", help="skip the simulated multi-node cluster")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    start = time.perf_counter()
+    try:
+        cfg = load_config(args.config, args.set)
+        report = run_benchmark(cfg, command=shlex.join(["python", "-m", "bench.speed", *argv]),
+                               workers=args.workers, skip_cluster=args.skip_cluster, fashion_root=os.environ.get(DATA_ROOT_ENV),
+                               progress=lambda s: print(f"[{time.perf_counter() - start:6.0f} s] {s}", file=sys.stderr))
+    except USER_ERRORS as err:
+        print(f"bench.speed: error: {err}", file=sys.stderr)
+        return 2
+    text = report.markdown()
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    print(f"benchmark wall time: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
