@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/advparams demo
+	$(BIN)/advparams sweep configs/quick.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

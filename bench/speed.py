@@ -52,7 +52,7 @@ from bench.data import DATA_ROOT_ENV, DataSet, default_data_root
 from bench.errors import BenchError
 from bench.jobs import JobContext, run_attack, run_encrypt, run_train
 from bench.models import build_model
-from bench.plan import EncryptJob, TrainJob, make_plan
+from bench.plan import EncryptJob, TrainJob
 from bench.results import JobResult
 from bench.sweep import dependencies, plan_for, run_sweep
 from bench.workflow import OWNER_BATCH, DataOptions, EncryptOutcome, encrypt_file
@@ -252,7 +252,7 @@ def encryption_cost(cfg: SweepConfig) -> list[EncryptionCost]:
     """Time AdvParams at every cell of ``cfg`` (a config from `encryption_configs`) against one epoch, with one
     torch thread as a sweep job has; each baseline is trained once and kept in the config's storage folder."""
     ctx = JobContext(Path(cfg.storage), DataOptions(Path(cfg.data_root) if cfg.data_root else None, cfg.download))
-    plan = make_plan(cfg, [], set())
+    plan = plan_for(cfg)
     rows: list[EncryptionCost] = []
     threads = torch.get_num_threads()
     try:
