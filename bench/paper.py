@@ -13,18 +13,17 @@ BENCHMARKS.md. Every figure is what this code printed.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 
+from bench.benchfile import Machine, update_section
 from bench.config import SweepConfig, load_config
 from bench.errors import BenchError
-from bench.report import AttackRowAgg, ProtectionRow, Report, build_report
+from bench.report import ProtectionRow, Report, build_report
 from bench.results import Spread
-from bench.speed import Machine
 from bench.sweep import print_outcome, run_sweep
 from bench.tracking import Tracker
 
@@ -115,16 +114,6 @@ def render(report: Report, cfg: SweepConfig, command: str, sweep_seconds: float 
         *attack_section(report),
     ]
     return "\n".join(lines) + "\n"
-
-
-def update_section(path: Path, name: str, text: str) -> None:
-    """Replace the ``<!-- name:begin -->`` ... ``<!-- name:end -->`` section of ``path`` (appended if absent)."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    block = f"{begin}\n{text}{end}\n"
-    old = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
-    new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + block
-    path.write_text(new)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """The speed benchmark: what encryption costs, what the harness adds, how a sweep scales, what a worker holds.
 
-``python -m bench.speed [--config configs/quick.yaml] [--set PATH=VALUE] [--out FILE] [--workers N] [--skip-cluster]``
+``python -m bench.speed [--config configs/quick.yaml] [--set PATH=VALUE] [--write BENCHMARKS.md] [--workers N] [--skip-cluster]``
 prints one markdown fragment (machine, command, four tables) for BENCHMARKS.md; every figure in it comes
 from this run. Measurements, all with one torch thread per job:
 
@@ -24,7 +24,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -34,7 +33,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -49,6 +47,7 @@ from attacks.training import train
 from bench.cli import USER_ERRORS
 from bench.config import ModelEntry, SweepConfig, Training, load_config, parse_config
 from bench.data import DATA_ROOT_ENV, DataSet, default_data_root
+from bench.benchfile import Machine, update_section
 from bench.errors import BenchError
 from bench.jobs import JobContext, run_attack, run_encrypt, run_train
 from bench.models import build_model
@@ -71,28 +70,6 @@ CLUSTER_NODES = 2
 
 
 # ------------------------------------------------------------------------------------------ results
-@dataclass(frozen=True)
-class Machine:
-    """What the figures were measured on."""
-    cpu: str
-    cores: int
-    gpu: str
-    python: str
-    torch: str
-    ray: str
-    date: str
-    load: float  # 1-minute load average when the benchmark started: other work on the machine shows here
-
-    @classmethod
-    def current(cls) -> Machine:
-        return cls(
-            cpu=_cpu_model(), cores=os.cpu_count() or 1,
-            gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-            python=platform.python_version(), torch=torch.__version__, ray=ray.__version__,
-            date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), load=os.getloadavg()[0],
-        )
-
-
 @dataclass(frozen=True)
 class EncryptionCost:
     dataset: str
@@ -208,16 +185,6 @@ def _scaling_row(t: SweepTiming, base: SweepTiming) -> list[str]:
 
 def _peak(t: SweepTiming) -> str:
     return f"{t.peak_rss_mib:.0f}" if t.peak_rss_mib is not None else f"not measured ({t.note})"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _mib(ru_maxrss: int) -> float:
@@ -414,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, default=Path("configs/quick.yaml"), help="sweep config (default: %(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="override a config key")
-    p.add_argument("--out", type=Path, help="also write the markdown fragment to this file")
+    p.add_argument("--write", type=Path, help="replace the speed section of this markdown file (BENCHMARKS.md)")
     p.add_argument("--workers", type=int, default=2, help="scaling: local Rays of 1 to N CPUs (default: %(default)s)")
     p.add_argument("--skip-cluster", action="store_true", help="skip the simulated multi-node cluster")
     return p
@@ -435,8 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     text = report.markdown()
     print(text)
-    if args.out:
-        args.out.write_text(text)
+    if args.write:
+        update_section(args.write, "speed", text)
     print(f"benchmark wall time: {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 0
 

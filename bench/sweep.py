@@ -27,7 +27,7 @@ from bench.config import SweepConfig
 from bench.data import default_data_root
 from bench.errors import BenchError
 from bench.jobs import JobContext
-from bench.plan import AttackJob, EncryptJob, Job, Plan, TrainJob, make_plan, stable_hash
+from bench.plan import EncryptJob, Job, Plan, TrainJob, make_plan, stable_hash
 from bench.results import JobResult, attack_row, summarize, summary_result
 from bench.tracking import Tracker
 from bench.workflow import DataOptions

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.paper import update_section, verdict
+from bench.benchfile import update_section
+from bench.paper import verdict
 from bench.report import ProtectionRow
 from bench.results import spread
 
