@@ -23,7 +23,18 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench.errors import BenchError  # noqa: E402
-from bench.results import JobResult, Spread, Summary, as_record, attack_row, by_seed_groups, differs, holds, spread, summarize  # noqa: E402
+from bench.results import (  # noqa: E402
+    JobResult,
+    Spread,
+    Summary,
+    as_record,
+    attack_row,
+    by_seed_groups,
+    differs,
+    holds,
+    spread,
+    summarize,
+)
 from bench.tracking import Tracker  # noqa: E402
 
 PCT = 100.0

@@ -44,10 +44,10 @@ from rich.console import Console
 
 import protect
 from attacks.training import train
+from bench.benchfile import Machine, update_section
 from bench.cli import USER_ERRORS
 from bench.config import ModelEntry, SweepConfig, Training, load_config, parse_config
 from bench.data import DATA_ROOT_ENV, DataSet, default_data_root
-from bench.benchfile import Machine, update_section
 from bench.errors import BenchError
 from bench.jobs import JobContext, run_attack, run_encrypt, run_train
 from bench.models import build_model

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench.results import AttackRow, attack_row, differs, holds, recovery, spread, summarize, summary_result, JobResult
+from bench.results import AttackRow, JobResult, attack_row, differs, holds, recovery, spread, summarize, summary_result
 
 
 def row(attack: str, acc: float, val: float, *, seed: int = 0, method: str | None = "advparams",

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_helpers import PERCENT, accuracy_after, assert_refused, cli, files_in, script, table_row
 
 import protect
 from attacks import attack_names, get_attack
 from bench.cli import main
 from bench.modelfile import load_model
-from cli_helpers import PERCENT, accuracy_after, assert_refused, cli, files_in, script, table_row
 
 TRAIN_CNN = ["--model", "cnn", "--epochs", "20", "--lr", "0.05", "--batch-size", "64"]
 ENCRYPT = ["--owner-samples", "128"]

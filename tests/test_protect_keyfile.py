@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from protect_helpers import batches, bn_cnn, states_equal
 from safetensors.torch import load as safetensors_load
 from torch import nn
 
 from protect import Budget, ProtectError, SecretKey, decrypt, encrypt
-from protect_helpers import batches, bn_cnn, states_equal
 
 PASSPHRASE = "tr0ub4dor&3"
 

@@ -6,10 +6,10 @@ import copy
 
 import pytest
 import torch
+from protect_helpers import ARCHITECTURES, batches, changed_scalars, digits, states_equal
 
 from attacks.training import accuracy
 from protect import METHODS, Budget, decrypt, encrypt
-from protect_helpers import ARCHITECTURES, batches, changed_scalars, digits, states_equal
 
 
 def test_both_methods_are_registered() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from protect_helpers import ARCHITECTURES, assert_one_line_and_untouched, batches, bn_cnn, mlp
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -23,7 +24,6 @@ from protect import (
     state_fingerprint,
 )
 from protect.registry import EncryptionRun
-from protect_helpers import ARCHITECTURES, assert_one_line_and_untouched, batches, bn_cnn, mlp
 
 BUDGET = Budget(max_params=12, params_per_step=2, target_accuracy=0.0)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from protect_helpers import ARCHITECTURES, batches, changed_scalars, states_equal, with_bn_stats
 from torch import nn
 
 from protect import Budget, SecretKey, decrypt, encrypt, state_fingerprint
-from protect_helpers import ARCHITECTURES, batches, changed_scalars, states_equal, with_bn_stats
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # target 0: run to max_params, so the round trip covers a full budget even on untrained models.

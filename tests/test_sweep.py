@@ -6,11 +6,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from sweep_helpers import runs_by_kind, tiny_config
 
 from bench.report import build_report, write_plots, write_tables
 from bench.sweep import plan_for, run_sweep
 from bench.tracking import Tracker
-from sweep_helpers import runs_by_kind, tiny_config
 
 pytestmark = pytest.mark.ray
 

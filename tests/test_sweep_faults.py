@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from sweep_helpers import runs_by_kind, tiny_config
 
 pytestmark = pytest.mark.ray
