@@ -76,3 +76,21 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(ray_session, tmp_path: 
     runs = runs_by_kind(cfg.tracking.uri, cfg.experiment)
     statuses = Counter(r.info.status for kind in ("train", "encrypt", "attack") for r in runs[kind])
     assert statuses == Counter(FINISHED=1 + 2 + 2, FAILED=1 + 2 + 2)
+
+
+def test_jobs_are_pure_functions_of_their_spec(tmp_path: Path) -> None:
+    """The same spec and seed give the same figures on CPU, in any storage folder, without Ray or MLflow."""
+    from bench.jobs import JobContext, run_attack, run_encrypt, run_train
+    from bench.workflow import DataOptions
+
+    cfg = tiny_config(tmp_path, attacks={"names": ["finetune", "adaptive"], "fractions": [0.2], "trials": 2, "epochs": 1})
+    plan = plan_for(cfg)
+    figures = []
+    for folder in ("a", "b"):
+        ctx = JobContext(storage=tmp_path / folder, data=DataOptions())
+        train = run_train(plan.trains[0], ctx)
+        adv = run_encrypt(plan.encrypts[0], ctx, train)
+        attacks = [run_attack(job, ctx, train, adv) for job in plan.attacks if job.encrypt == plan.encrypts[0]]
+        figures.append([train.metrics["acc_clean"], adv.tags["key_fingerprint"],
+                        *[(a.metrics["acc_attacked"], a.params.get("tuned.lr")) for a in attacks]])
+    assert figures[0] == figures[1]
