@@ -7,18 +7,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from attacks.base import Attack, AttackerBudget, AttackerData, AttackResult, Report
+from attacks.base import Attack, AttackerBudget, AttackerData, AttackError, AttackResult, Report
 from attacks.registry import register_attack
 from attacks.retrain import LR, OPTIMIZER, fit
 
 
 def reinitialise(model: nn.Module, seed: int) -> nn.Module:
-    """``model`` with every module that can reset its parameters re-drawn from a seeded init."""
+    """``model`` with every parameter re-drawn from a seeded init by its module's ``reset_parameters``.
+
+    Refuses a model holding a parameter no such module owns (a bare ``nn.Parameter``, a ViT's class
+    token): it would keep its stolen value and the reference would not be "from scratch".
+    """
     torch.manual_seed(seed)
+    covered: set[int] = set()
     for module in model.modules():
         reset = getattr(module, "reset_parameters", None)
         if callable(reset):
             reset()
+            covered.update(id(p) for p in module.parameters(recurse=False))
+    kept = [name for name, p in model.named_parameters() if id(p) not in covered]
+    if kept:
+        raise AttackError(f"scratch cannot re-initialise parameter {kept[0]!r}: no module of it has reset_parameters")
     return model
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from torch import nn
 
 from attacks.base import Attack, AttackerBudget, AttackerData, AttackError, AttackResult
@@ -52,6 +53,22 @@ def trial_seed(seed: int, number: int) -> int:
     """A 31-bit seed for trial ``number`` of a study seeded with ``seed``, stable across runs."""
     digest = hashlib.sha256(f"{seed}:{number}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def study_signature(attack: Attack, model: nn.Module, data: AttackerData, budget: AttackerBudget, seed: int,
+                    fixed: Mapping[str, Any]) -> str:
+    """What a study's trials depend on, hashed: a study file is only resumed for the same question."""
+    # The number of trials is left out: asking for more trials resumes the same study.
+    what = [attack.name, seed, budget.data_fraction, budget.epochs, sorted(fixed.items())]
+    digest = hashlib.sha256(json.dumps(what, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for split in (data.train, data.val):
+        for tensor in split.tensors:
+            digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+            digest.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:32]
 
 
 def _storage(path: str | Path | None) -> optuna.storages.BaseStorage | None:
@@ -122,10 +139,19 @@ def tune(
     except (OSError, ValueError) as e:  # an unreadable file, or one that is not a journal (JSONDecodeError)
         raise AttackError(f"study file {storage} cannot be used as an Optuna journal: {str(e).splitlines()[0]}") from None
     owner = study.user_attrs.get("attack")
+    signature = study_signature(attack, model, data, budget, seed, fixed)
     if owner is None:
         study.set_user_attr("attack", attack.name)
+        study.set_user_attr("signature", signature)
     elif owner != attack.name:
         raise AttackError(f"study {name!r} in {storage} was made by attack {owner!r}, not {attack.name!r}")
+    elif study.user_attrs.get("signature") != signature:
+        raise AttackError(f"study {name!r} in {storage} was made for another model, data, budget, seed or fixed "
+                          "parameters; use another study file")
+    if study.trials:  # resuming: trials a killed process left RUNNING never finish, and the sampler's
+        for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            study.tell(stale.number, state=optuna.trial.TrialState.FAIL)
+        study.sampler = optuna.samplers.TPESampler(seed=trial_seed(seed, len(study.trials)))  # stream goes on
     tunable = attack.tunable(fixed)
     total = budget.trials if tunable else 1
     if tunable and not study.trials:

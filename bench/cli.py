@@ -127,12 +127,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     out = args.out or Path("runs/models") / job.file_name()
     if args.out and out.exists() and not args.force:
         raise BenchError(f"{out} exists already (use --force to replace it)")
-    if args.force and out.exists():
-        out.unlink()
     steps = settings.epochs * -(-len(ds.train) // settings.batch_size)
     with progress_bar(f"training {args.model} on {args.dataset}") as progress:
         done = iter(range(1, steps + 1))
-        path, acc = train_baseline(job, ds, out, on_batch=lambda: progress(next(done), steps))
+        path, acc = train_baseline(job, ds, out, retrain=args.force, on_batch=lambda: progress(next(done), steps))
     console.print(f"test accuracy {_pct(acc)} %  ->  {path}")
 
 
@@ -204,18 +202,21 @@ def cmd_attack(args: argparse.Namespace) -> None:
     from bench.workflow import attack_model, load_for, read_key
 
     names = attack_names() if args.name == "all" else [args.name]
-    for name in names:
-        get_attack(name)  # unknown names fail before any data is loaded
+    budget = AttackerBudget(data_fraction=args.data_fraction, trials=args.tune, epochs=args.epochs)
+    fixed = {name: _fixed_for(name, _pairs(args.param), len(names) > 1) for name in names}
+    for name in names:  # unknown names and bad --param values fail before any data is loaded
+        get_attack(name).check_params(fixed[name], budget)
     if args.study and len(names) > 1:
         raise BenchError("--study names one attack's study file; give a single attack name with it")
     key = read_key(args.key, _passphrase(args)) if args.key else None
     model, spec, ds = load_for(args.model_file, _data(args), args.dataset)
-    budget = AttackerBudget(data_fraction=args.data_fraction, trials=args.tune, epochs=args.epochs)
+    seed = args.seed if args.seed is not None else int(spec.extra.get("owner_seed", 0))
+    owner_count = args.owner_samples if args.owner_samples is not None else int(spec.extra.get("owner_samples", 512))
     rows, tuned = [], []
     for name in names:
         with progress_bar(f"attack {name}: trials") as progress:
-            r = attack_model(name, model, ds, budget=budget, seed=args.seed, owner_count=args.owner_samples,
-                             fixed=_pairs(args.param), key=key, acc_clean=spec.extra.get("clean_accuracy"),
+            r = attack_model(name, model, ds, budget=budget, seed=seed, owner_count=owner_count,
+                             fixed=fixed[name], key=key, acc_clean=spec.extra.get("clean_accuracy"),
                              study=args.study, progress=progress)
         rows.append([name, _pct(r.acc_clean), _pct(r.acc_encrypted), _pct(r.acc_attacked), _pct(r.val_attacked),
                      f"{r.seconds:.1f}", _pct(r.key_precision), _pct(r.key_recall)])
@@ -227,6 +228,16 @@ def cmd_attack(args: argparse.Namespace) -> None:
         rows,
     )
     console.print("tuned parameters:\n  " + "\n  ".join(tuned))
+
+
+def _fixed_for(name: str, params: dict[str, Any], several: bool) -> dict[str, Any]:
+    """The --param values for one attack; with `all`, each attack takes the names it declares."""
+    from attacks import get_attack
+
+    if not several:
+        return params
+    declared = {p.name for p in get_attack(name).params}
+    return {k: v for k, v in params.items() if k in declared}
 
 
 def _short(value: Any) -> str:
@@ -247,16 +258,16 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     outcome = run_sweep(cfg, address=args.address, tracking_uri=uri, console=Console(stderr=True))
     print_outcome(outcome, console)
     if not args.no_report:
-        _report(uri, cfg.experiment, args.out)
+        _report(uri, cfg.experiment, args.out, outcome.parent_run_id)
     if not outcome.ok:
         raise BenchError(f"{len(outcome.failed)} job(s) failed; see the FAILED runs in MLflow, then rerun to retry them")
 
 
-def _report(uri: str, experiment: str, out: Path | None) -> None:
+def _report(uri: str, experiment: str, out: Path | None, sweep_run: str | None = None) -> None:
     from bench.report import make_report
     from bench.tracking import Tracker
 
-    make_report(Tracker(uri, experiment), experiment, out or Path("reports") / experiment, console)
+    make_report(Tracker(uri, experiment), experiment, out or Path("reports") / experiment, console, sweep_run)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -265,13 +276,17 @@ def cmd_report(args: argparse.Namespace) -> None:
     from bench.tracking import check_uri
 
     check_uri(args.tracking_uri, must_exist=True)
+    try:
+        experiments = MlflowClient(tracking_uri=args.tracking_uri).search_experiments()
+    except Exception as err:  # not an MLflow database, an unreachable server
+        raise BenchError(f"cannot read MLflow store {args.tracking_uri}: {str(err).splitlines()[0][:200]}") from None
     experiment = args.experiment
     if experiment is None:
-        found = [e for e in MlflowClient(tracking_uri=args.tracking_uri).search_experiments() if e.name != "Default"]
+        found = [e for e in experiments if e.name != "Default"]
         if not found:
             raise BenchError(f"no experiment in {args.tracking_uri}; run a sweep first")
         experiment = max(found, key=lambda e: e.creation_time or 0).name
-    elif MlflowClient(tracking_uri=args.tracking_uri).get_experiment_by_name(experiment) is None:
+    elif experiment not in {e.name for e in experiments}:
         raise BenchError(f"no experiment named {experiment!r} in {args.tracking_uri}")
     _report(args.tracking_uri, experiment, args.out)
 
@@ -350,8 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", type=int, default=3, metavar="N_TRIALS", help="Optuna trials")
     p.add_argument("--epochs", type=int, default=1, help="epochs per trial for attacks that train")
     p.add_argument("--param", type=_key_value, action="append", metavar="NAME=VALUE", help="fix a parameter instead of tuning it")
-    p.add_argument("--owner-samples", type=int, default=512, help="owner samples held out of the attacker's share")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--owner-samples", type=int, help="owner samples held out of the attacker's share (default: as encrypted)")
+    p.add_argument("--seed", type=int, help="seed of the attacker's share and of the attack (default: the encryption's)")
     p.add_argument("--study", type=Path, help="Optuna journal file, so an interrupted study resumes")
     _add_passphrase_options(p)
     _add_data_options(p)

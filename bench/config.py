@@ -89,7 +89,7 @@ class Attacks(Strict):
     """The attacks and the attacker budgets: data fractions, tuning trials, epochs per trial."""
 
     names: list[str] = Field(["all"], min_length=1)
-    methods: list[str] | None = None  # protection methods whose models are attacked (default: all)
+    methods: list[str] | None = Field(None, min_length=1)  # protection methods whose models are attacked (default: all)
     fractions: list[float] = Field([0.1], min_length=1)
     trials: int = Field(3, ge=1)
     epochs: int = Field(1, ge=0)

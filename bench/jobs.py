@@ -19,6 +19,7 @@ import torch
 from attacks import AttackerBudget
 from bench.data import DataSet
 from bench.modelfile import load_model
+from bench.models import build_model
 from bench.plan import AttackJob, EncryptJob, Storage, TrainJob
 from bench.results import CELL_METRICS, JobResult, recovery
 from bench.train import compute_device, train_baseline
@@ -39,7 +40,7 @@ class JobContext:
 
     def options(self, job: TrainJob) -> DataOptions:
         """The data options, pointed at the job's own folder for the imagefolder data set."""
-        return self.data if not job.dataset_path else DataOptions(self.data.root, self.data.download, Path(job.dataset_path))
+        return self.data.for_folder(job.dataset_path)
 
     def dataset(self, job: TrainJob) -> DataSet:
         return self.options(job).load(job.dataset)
@@ -111,8 +112,12 @@ def run_attack(job: AttackJob, ctx: JobContext, train: JobResult, encrypt: JobRe
     """Attack the encrypted model (or, for an attack that ignores weights, the baseline's architecture)."""
     storage = ctx.prepare()
     ds = ctx.dataset(job.train)
-    source = storage.encrypted(job.encrypt) if job.encrypt else storage.baseline(job.train)
-    model, _ = load_model(source, device=compute_device())
+    if job.encrypt is not None:
+        model, _ = load_model(storage.encrypted(job.encrypt), device=compute_device())
+    else:  # an attack that ignores the weights gets the architecture alone, never trained weights
+        torch.manual_seed(job.seed)
+        model = build_model(job.train.model, num_classes=ds.num_classes, input_shape=ds.input_shape,
+                            **job.train.model_args).to(compute_device())
     key = read_key(storage.key(job.encrypt), None) if job.encrypt else None
     budget = AttackerBudget(data_fraction=job.fraction, trials=job.trials, epochs=job.epochs)
     outcome = attack_model(

@@ -81,9 +81,13 @@ def classifier_name(model: nn.Module) -> str:
 def _check_arguments(name: str, factory: Factory, kwargs: dict[str, Any]) -> None:
     """Refuse keyword arguments the factory does not take, naming them and the ones it does."""
     try:
-        inspect.signature(factory).bind(num_classes=2, input_shape=(1, 1, 1), **kwargs)
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or C callable: its call will say what is wrong
+        return
+    try:
+        signature.bind(num_classes=2, input_shape=(1, 1, 1), **kwargs)
     except TypeError as e:
-        accepted = [p for p in inspect.signature(factory).parameters if p not in ("num_classes", "input_shape")]
+        accepted = [p for p in signature.parameters if p not in ("num_classes", "input_shape")]
         raise BenchError(
             f"model {name!r} cannot take num_classes, input_shape and arguments {sorted(kwargs)} ({e}); "
             f"its own arguments: {', '.join(accepted) or 'none'}"
@@ -146,7 +150,10 @@ def _user_model(name: str, num_classes: int, shape: tuple[int, int, int], kwargs
     if not callable(factory):
         raise BenchError(f"model {name!r}: module {module_name!r} has no callable {factory_name!r}")
     _check_arguments(name, factory, kwargs)
-    model = factory(num_classes=num_classes, input_shape=shape, **kwargs)
+    try:
+        model = factory(num_classes=num_classes, input_shape=shape, **kwargs)
+    except Exception as e:  # a user's code may fail in any way
+        raise BenchError(f"model {name!r}: {factory_name}() failed: {_first_line(e)}") from None
     if not isinstance(model, nn.Module):
         raise BenchError(f"model {name!r}: {factory_name}() returned {type(model).__name__}, not a torch nn.Module")
     return model

@@ -22,18 +22,13 @@ from rich.console import Console
 from bench.benchfile import Machine, update_section
 from bench.config import SweepConfig, load_config
 from bench.errors import BenchError
-from bench.report import ProtectionRow, Report, build_report
-from bench.results import Spread
-from bench.sweep import print_outcome, run_sweep
+from bench.report import ProtectionRow, Report, build_report, cell
+from bench.sweep import plan_for, print_outcome, run_sweep
 from bench.tracking import Tracker
 
 #: The abstract's accuracy drops (it does not say whether in points or relative to clean accuracy).
 PAPER_DROP = {"fashion_mnist": 80.65, "cifar10": 81.16, "gtsrb": 87.91}
 PAPER_MIN_SHARE = 0.000205  # percent of the parameters, "as few as"
-
-
-def _s(x: Spread | None) -> str:
-    return "-" if x is None else str(x)
 
 
 def _md(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -58,8 +53,8 @@ def protection_section(report: Report) -> list[str]:
     for r in report.protection:
         share = f"{r.changed_share.mean:.6f}" if r.changed_share else "-"
         paper = f"{PAPER_DROP[r.dataset]}" if r.dataset in PAPER_DROP and r.method == "advparams" else "-"
-        rows.append([r.dataset, r.model, r.method, r.cell, _s(r.clean), _s(r.encrypted), _s(r.drop_points),
-                     _s(r.drop_relative), paper, _s(r.changed), share, _s(r.encrypt_seconds), _s(r.decrypted)])
+        rows.append([r.dataset, r.model, r.method, r.cell, cell(r.clean), cell(r.encrypted), cell(r.drop_points),
+                     cell(r.drop_relative), paper, cell(r.changed), share, cell(r.encrypt_seconds), cell(r.decrypted)])
     out = _md(["data set", "model", "method", "budget", "clean %", "encrypted %", "drop (points)", "drop (% of clean)",
                "paper's drop", "scalars changed", "% of params", "encrypt s", "decrypted %"], rows)
     out.append("")
@@ -78,17 +73,17 @@ def attack_section(report: Report) -> list[str]:
     for r in report.attacks:
         held = "-" if r.holds is None else ("yes" if r.holds else "**no**")
         rows.append([r.dataset, r.model, f"{r.method}[{r.cell}]", f"{100 * r.fraction:g}",
-                     *[_s(r.attacked.get(a)) for a in names], f"{_s(r.worst_case)} ({r.best_attacks})",
-                     _s(r.scratch), _s(r.stolen), held])
+                     *[cell(r.attacked.get(a)) for a in names], f"{cell(r.worst_case)} ({r.best_attacks})",
+                     cell(r.scratch), cell(r.stolen), held])
     out = _md(["data set", "model", "protection", "attacker %", *names, "worst case (best attack)", "scratch",
                "stolen (points)", "holds"], rows)
     out.append("")
     for r in report.attacks:
         if r.holds is False:
-            out.append(f"- {r.dataset} / {r.method}[{r.cell}] at {100 * r.fraction:g} %: the stolen weights are worth {_s(r.stolen)} points "
+            out.append(f"- {r.dataset} / {r.method}[{r.cell}] at {100 * r.fraction:g} %: the stolen weights are worth {cell(r.stolen)} points "
                        f"over training from scratch ({r.best_attacks}): the protection does not hold.")
         elif r.holds:
-            out.append(f"- {r.dataset} / {r.method}[{r.cell}] at {100 * r.fraction:g} %: stolen value {_s(r.stolen)} points, "
+            out.append(f"- {r.dataset} / {r.method}[{r.cell}] at {100 * r.fraction:g} %: stolen value {cell(r.stolen)} points, "
                        "within one standard deviation of zero: the protection holds.")
     return out
 
@@ -129,12 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.set)
         uri = args.tracking_uri or cfg.tracking.uri
-        seconds = None
+        seconds, failed = None, 0
         if not args.no_run:
             outcome = run_sweep(cfg, address=args.address, tracking_uri=uri, console=Console(stderr=True))
             print_outcome(outcome, console)
-            seconds = outcome.seconds
-        report = build_report(Tracker(uri, cfg.experiment), cfg.experiment)
+            seconds, failed = outcome.seconds, len(outcome.failed)
+        report = build_report(Tracker(uri, cfg.experiment), cfg.experiment, {j.id for j in plan_for(cfg).jobs})
     except BenchError as err:
         print(f"bench.paper: error: {err}", file=sys.stderr)
         return 2
@@ -144,7 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.write:
         update_section(args.write, "paper", text)
         print(f"written to {args.write}")
-    return 0
+    if failed:
+        print(f"bench.paper: {failed} job(s) failed; rerun to retry them", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

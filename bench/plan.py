@@ -203,4 +203,12 @@ def make_plan(cfg: SweepConfig, registered_attacks: list[str], weight_free: set[
                     attacks.append(AttackJob(train, None, attack, fraction, fixed=fixed, **common))
                 else:
                     attacks.extend(AttackJob(train, enc, attack, fraction, fixed=fixed, **common) for enc in targets)
-    return Plan(list(trains.values()), encrypts, attacks)
+    return Plan(list(trains.values()), _unique(encrypts), _unique(attacks))
+
+
+def _unique(jobs: list) -> list:
+    """Jobs in plan order, each id once: repeated config entries (seeds: [0, 0]) plan the same job twice."""
+    seen: dict[str, Any] = {}
+    for job in jobs:
+        seen.setdefault(job.id, job)
+    return list(seen.values())

@@ -138,8 +138,9 @@ class Report:
         return sorted({a for r in self.attacks for a in r.attacked})
 
 
-def build_report(tracker: Tracker, experiment: str) -> Report:
-    finished = list(tracker.finished().values())
+def build_report(tracker: Tracker, experiment: str, job_ids: set[str] | None = None) -> Report:
+    """The report of ``job_ids`` (a sweep's plan; None: every finished job of the experiment)."""
+    finished = [r for job_id, r in tracker.finished().items() if job_ids is None or job_id in job_ids]
     encrypts = [r for r in finished if r.kind == "encrypt"]
     attacks = [r for r in finished if r.kind == "attack"]
     if not encrypts and not attacks:
@@ -148,7 +149,8 @@ def build_report(tracker: Tracker, experiment: str) -> Report:
 
 
 # ---------------------------------------------------------------------------------------- rendering
-def _s(x: Spread | None) -> str:
+def cell(x: Spread | None) -> str:
+    """A table cell: mean ± std, or - where there is no figure."""
     return "-" if x is None else str(x)
 
 
@@ -159,10 +161,10 @@ def print_report(report: Report, console: Console) -> None:
         t.add_column(c, justify="left" if c in ("data set", "model", "method", "budget") else "right")
     for r in report.protection:
         share = f"{r.changed_share.mean:.6f}" if r.changed_share else "-"
-        t.add_row(r.dataset, r.model, r.method, r.cell, _s(r.clean), _s(r.encrypted), _s(r.decrypted),
-                  _s(r.drop_points), _s(r.drop_relative), _s(r.changed), share, _s(r.encrypt_seconds))
+        t.add_row(r.dataset, r.model, r.method, r.cell, cell(r.clean), cell(r.encrypted), cell(r.decrypted),
+                  cell(r.drop_points), cell(r.drop_relative), cell(r.changed), share, cell(r.encrypt_seconds))
     console.print(t)
-    names = [a for a in report.attack_names]
+    names = report.attack_names
     t = Table(title=f"{report.experiment}: attacks (test accuracy in %; ≈ = within the spread of scratch)")
     for c in ("data set", "model", "method", "budget", "attacker %", *names, "worst case", "scratch", "stolen (points)", "holds"):
         t.add_column(c, justify="left" if c in ("data set", "model", "method", "budget") else "right")
@@ -173,7 +175,7 @@ def print_report(report: Report, console: Console) -> None:
             cells.append("-" if v is None else (f"≈{v}" if r.scratch and not differs(v, r.scratch) else str(v)))
         held = "-" if r.holds is None else ("yes" if r.holds else "NO")
         t.add_row(r.dataset, r.model, r.method, r.cell, f"{PCT * r.fraction:g}", *cells,
-                  f"{_s(r.worst_case)} ({r.best_attacks})", _s(r.scratch), _s(r.stolen), held)
+                  f"{cell(r.worst_case)} ({r.best_attacks})", cell(r.scratch), cell(r.stolen), held)
     console.print(t)
 
 
@@ -277,14 +279,15 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def make_report(tracker: Tracker, experiment: str, out: Path, console: Console) -> Report:
-    """Print the tables, write CSV/JSON/PNG under ``out``, and log them to the latest sweep run."""
-    report = build_report(tracker, experiment)
+def make_report(tracker: Tracker, experiment: str, out: Path, console: Console, sweep_run: str | None = None) -> Report:
+    """Print the tables of one sweep (default: the experiment's newest), write CSV/JSON/PNG under ``out``,
+    and log them to that sweep's run."""
+    sweep_run = sweep_run or tracker.latest_sweep()
+    report = build_report(tracker, experiment, tracker.sweep_jobs(sweep_run) if sweep_run else None)
     print_report(report, console)
     files = write_tables(report, out) + write_plots(report, out)
-    sweeps = sorted(tracker.runs("tags.kind = 'sweep'"), key=lambda r: r.info.start_time, reverse=True)
-    if sweeps:
+    if sweep_run:
         for path in files:
-            tracker.log_artifact(sweeps[0].info.run_id, path, "report")
-    console.print(f"report written to {out}/ ({len(files)} files)" + (", logged to the sweep's run" if sweeps else ""))
+            tracker.log_artifact(sweep_run, path, "report")
+    console.print(f"report written to {out}/ ({len(files)} files)" + (", logged to the sweep's run" if sweep_run else ""))
     return report

@@ -8,14 +8,14 @@ so the driver, the report and the tests share one implementation.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from bench.plan import stable_hash
 
 Scalar = str | int | float | bool
 
@@ -100,7 +100,7 @@ def summarize(rows: Iterable[AttackRow], reference: str = "scratch") -> list[Sum
             groups[(r.dataset, r.model, r.method, r.cell, r.fraction, r.seed)].append(r)
     out = []
     for (dataset, model, method, cell, fraction, seed), members in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        best = max(members, key=lambda r: (r.val_attacked, -r.acc_attacked, r.attack))
+        best = max(members, key=lambda r: (r.val_attacked, r.attack))  # ties by name: the test split never chooses
         out.append(
             Summary(
                 dataset=dataset, model=model, method=method, cell=cell or "", fraction=fraction, seed=seed,
@@ -126,7 +126,7 @@ def attack_row(result: JobResult) -> AttackRow:
 def summary_result(s: Summary) -> JobResult:
     """A summary as a run of its own (kind ``summary``), beside the attack runs it condenses."""
     key = {"dataset": s.dataset, "model": s.model, "method": s.method, "cell": s.cell, "fraction": s.fraction, "seed": s.seed}
-    job_id = "summary-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    job_id = "summary-" + stable_hash(key)
     metrics = {**s.cell_metrics, "worst_case_attacked": s.worst_case_attacked}
     if s.scratch_accuracy is not None:
         metrics["scratch_accuracy"] = s.scratch_accuracy

@@ -27,7 +27,7 @@ from bench.config import SweepConfig
 from bench.data import default_data_root
 from bench.errors import BenchError
 from bench.jobs import JobContext
-from bench.plan import EncryptJob, Job, Plan, TrainJob, make_plan, stable_hash
+from bench.plan import EncryptJob, Job, Plan, Storage, TrainJob, make_plan, stable_hash
 from bench.results import JobResult, attack_row, summarize, summary_result
 from bench.tracking import Tracker
 from bench.workflow import DataOptions
@@ -72,6 +72,25 @@ def dependencies(job: Job) -> list[str]:
     return [job.train.id, job.encrypt.id] if job.encrypt else [job.train.id]
 
 
+def outputs_exist(job: Job, storage: Storage) -> bool:
+    """A finished train or encrypt job is only skipped while the files its dependants read are still there."""
+    if isinstance(job, TrainJob):
+        return storage.baseline(job).is_file()
+    if isinstance(job, EncryptJob):
+        return storage.encrypted(job).is_file() and storage.key(job).is_file()
+    return True
+
+
+def check_resources(cfg: SweepConfig) -> None:
+    """One line, instead of a sweep that waits forever, when no node can ever run a kind of job."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    for kind in ("train", "encrypt", "attack"):
+        res = getattr(cfg.jobs, kind)
+        if not any(n.get("CPU", 0) >= res.num_cpus and n.get("GPU", 0) >= res.num_gpus for n in nodes):
+            raise BenchError(f"jobs.{kind} asks for num_cpus={res.num_cpus:g}, num_gpus={res.num_gpus:g}, "
+                             "more than any node of this Ray cluster has")
+
+
 def sweep_id(cfg: SweepConfig) -> str:
     return stable_hash(cfg.model_dump(exclude={"tracking"}))
 
@@ -82,10 +101,13 @@ def connect(address: str | None, runtime_env: dict | None) -> bool:
     if ray.is_initialized():
         return False
     target = address or os.environ.get("RAY_ADDRESS")
-    if target:
-        ray.init(address=target, runtime_env=runtime_env, log_to_driver=False)
-    else:
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        if target:
+            ray.init(address=target, runtime_env=runtime_env, log_to_driver=False)
+        else:
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise BenchError(f"cannot start or reach Ray{f' at {target}' if target else ''}: {str(err).splitlines()[0]}") from None
     return True
 
 
@@ -140,21 +162,29 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
     plan = plan_for(cfg)
     tracker = Tracker(tracking_uri or cfg.tracking.uri, cfg.experiment)
     finished = tracker.finished()
-    data = DataOptions(root=Path(cfg.data_root) if cfg.data_root else default_data_root(), download=cfg.download)
+    data = DataOptions(root=(Path(cfg.data_root) if cfg.data_root else default_data_root()).resolve(), download=cfg.download)
     storage = Path(cfg.storage).resolve()
     started = connect(address, cfg.jobs.runtime_env)
-    parent = tracker.open_sweep(sweep_id(cfg), cfg.name, {"config": cfg.model_dump_json(), **{f"jobs.{k}": v for k, v in plan.counts().items()}})
+    try:
+        check_resources(cfg)
+    except BenchError:
+        if started:
+            ray.shutdown()
+        raise
+    parent = tracker.open_sweep(sweep_id(cfg), cfg.name,
+                                {"config": cfg.model_dump_json(), **{f"jobs.{k}": v for k, v in plan.counts().items()}},
+                                [j.id for j in plan.jobs])
     outcome = SweepOutcome(counts={k: Counter() for k in ("train", "encrypt", "attack")}, parent_run_id=parent)
     refs: dict[str, Any] = {}
     pending: dict[Any, Job] = {}
     failed_ids: dict[str, str] = {}
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.jobs.attack.num_cpus))
     bar = _Bar(console, len(plan.jobs), slots)
-    status = "FINISHED"
+    status = "FAILED"  # anything that ends the loop early, but Ctrl-C, leaves the sweep FAILED
     try:
         with bar.progress:
             for job in plan.jobs:
-                if job.id in finished:
+                if job.id in finished and outputs_exist(job, Storage(storage)):
                     refs[job.id] = finished[job.id]
                     outcome.results[job.id] = finished[job.id]
                     outcome.counts[job.kind]["skipped"] += 1

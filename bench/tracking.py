@@ -7,7 +7,9 @@ same store is the sweep's memory: a job whose id has a FINISHED run is skipped w
 
 from __future__ import annotations
 
+import json
 import subprocess
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -20,6 +22,7 @@ from bench.errors import BenchError
 from bench.results import JobResult
 
 PARENT_TAG = "mlflow.parentRunId"
+SWEEP_JOBS = "jobs.json"
 MAX_PARAM = 6000
 MAX_TAG = 5000
 
@@ -106,17 +109,33 @@ class Tracker:
         return found
 
     # ---------------------------------------------------------------------------------------- writing
-    def open_sweep(self, sweep_id: str, name: str, params: dict[str, Any]) -> str:
-        """The sweep's parent run: reopened when the same config ran before, so reruns nest together."""
+    def open_sweep(self, sweep_id: str, name: str, params: dict[str, Any], job_ids: list[str]) -> str:
+        """The sweep's parent run: reopened when the same config ran before, so reruns nest together. It
+        keeps the plan's job ids (``jobs.json``), so a report covers this sweep's jobs and no others."""
         previous = self.runs(f"tags.sweep_id = '{sweep_id}' and tags.kind = 'sweep'")
         if previous:
             run_id = previous[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
-            return run_id
-        run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={"kind": "sweep", "sweep_id": sweep_id, **self.code})
-        self._log(run.info.run_id, params=params)
-        return run.info.run_id
+        else:
+            run_id = self.client.create_run(self.experiment_id, run_name=name,
+                                            tags={"kind": "sweep", "sweep_id": sweep_id, **self.code}).info.run_id
+            self._log(run_id, params=params)
+        self.client.log_text(run_id, json.dumps(job_ids), SWEEP_JOBS)
+        return run_id
+
+    def latest_sweep(self) -> str | None:
+        """The newest sweep run of the experiment."""
+        sweeps = sorted(self.runs("tags.kind = 'sweep'"), key=lambda r: r.info.start_time, reverse=True)
+        return sweeps[0].info.run_id if sweeps else None
+
+    def sweep_jobs(self, run_id: str) -> set[str] | None:
+        """The job ids a sweep run planned (None for a run that did not record them)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = self.client.download_artifacts(run_id, SWEEP_JOBS, tmp)
+            except Exception:  # no such artifact: a sweep logged before job lists were kept
+                return None
+            return set(json.loads(Path(path).read_text()))
 
     def close_sweep(self, run_id: str, status: str, metrics: dict[str, float] | None = None) -> None:
         self._log(run_id, metrics=metrics or {})

@@ -36,14 +36,15 @@ def compute_device() -> torch.device:
 
 
 def train_baseline(
-    job: TrainJob, data: DataSet, out: Path, *, on_batch: Callable[[], None] | None = None
+    job: TrainJob, data: DataSet, out: Path, *, retrain: bool = False, on_batch: Callable[[], None] | None = None
 ) -> tuple[Path, float]:
     """Train the baseline ``job`` describes and write it to ``out``; return the path and test accuracy.
 
-    An existing ``out`` is the cache hit: it is loaded and evaluated, not retrained.
+    An existing ``out`` is the cache hit: it is loaded and evaluated, not retrained (unless ``retrain``;
+    the old file is then replaced only once the new model is saved).
     """
     device = compute_device()
-    if out.exists():
+    if out.exists() and not retrain:
         model, _ = load_model(out, device=device)
         return out, accuracy(model, data.test)
     settings = training_settings(**job.training)

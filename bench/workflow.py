@@ -7,6 +7,7 @@ caller says, with mode 0600, and only its fingerprint is ever returned.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -35,6 +36,10 @@ class DataOptions:
     download: bool = False
     path: Path | None = None  # imagefolder
 
+    def for_folder(self, folder: str | None) -> DataOptions:
+        """These options pointed at a model's own imagefolder data (unless a folder was given already)."""
+        return self if self.path or not folder else replace(self, path=Path(folder))
+
     def load(self, name: str) -> DataSet:
         path = self.path if name == "imagefolder" else None
         return load_dataset(name, self.root or default_data_root(), download=self.download, path=path)
@@ -50,8 +55,7 @@ def load_for(path: Path, data: DataOptions, dataset: str | None = None) -> tuple
     """Load a model file and the data set it was trained on (or ``dataset`` if given and compatible)."""
     model, spec = load_model(require_file(path, "model file"), device=compute_device())
     name = dataset or spec.dataset
-    options = data if data.path or "data_path" not in spec.extra else replace(data, path=Path(spec.extra["data_path"]))
-    ds = options.load(name)
+    ds = data.for_folder(spec.extra.get("data_path")).load(name)
     if ds.num_classes != spec.num_classes or tuple(ds.input_shape) != tuple(spec.input_shape):
         raise BenchError(
             f"data set {name!r} ({ds.num_classes} classes, input {tuple(ds.input_shape)}) does not fit the model in "
@@ -133,13 +137,18 @@ def encrypt_file(
         "method": method,
         "clean_accuracy": acc_clean,
         "test_accuracy": acc_encrypted,
+        "owner_seed": split_seed,  # so an attack on this file draws its share away from the owner's samples
+        "owner_samples": owner_count,
     }
-    key.save(key_path, passphrase=passphrase)
+    # The key lands beside its final name and takes it only once the model is saved: a failure leaves
+    # neither a key without its model nor, with --force, an earlier key destroyed.
+    pending = key_path.with_name(f".{key_path.name}.pending")
+    key.save(pending, passphrase=passphrase)
     try:
         save_model(out, model.cpu(), replace(spec, extra=extra))
-    except BaseException:
-        key_path.unlink(missing_ok=True)  # no key without the encrypted model it opens
-        raise
+        os.replace(pending, key_path)
+    finally:
+        pending.unlink(missing_ok=True)
     return EncryptOutcome(
         acc_clean=acc_clean,
         acc_encrypted=acc_encrypted,
@@ -210,8 +219,6 @@ class AttackOutcome:
     seconds: float
     key_precision: float | None
     key_recall: float | None
-    info: dict[str, Any]
-    model: torch.nn.Module
 
 
 def attacker_data(ds: DataSet, *, seed: int, fraction: float, owner_count: int, val_fraction: float = 0.2) -> AttackerData:
@@ -260,6 +267,4 @@ def attack_model(
         seconds=seconds,
         key_precision=scores[0] if scores else None,
         key_recall=scores[1] if scores else None,
-        info=dict(tuned.result.info),
-        model=tuned.result.model,
     )

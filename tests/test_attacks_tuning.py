@@ -6,6 +6,7 @@ strength, is under test.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import optuna
@@ -130,3 +131,32 @@ def test_optuna_logging_is_quiet(task: tuple[nn.Module, AttackerData]) -> None:
     model, data = task
     tune(get_attack("quantize"), model, data, AttackerBudget(0.5, trials=1))
     assert optuna.logging.get_verbosity() == optuna.logging.WARNING
+
+
+def test_a_study_file_is_not_resumed_for_another_question(task: tuple[nn.Module, AttackerData], tmp_path: Path) -> None:
+    model, data = task
+    journal = tmp_path / "study.journal"
+    attack = get_attack("clip")
+    tune(attack, model, data, AttackerBudget(0.5, trials=1, epochs=1), storage=journal, seed=3)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    with pytest.raises(AttackError, match="was made for another model"):
+        tune(attack, other, data, AttackerBudget(0.5, trials=2, epochs=1), storage=journal, seed=3)
+
+
+def test_a_resumed_study_leaves_no_running_trial_and_does_not_repeat_the_sampler(
+    task: tuple[nn.Module, AttackerData], tmp_path: Path
+) -> None:
+    import optuna
+
+    model, data = task
+    journal = tmp_path / "study.journal"
+    attack = get_attack("finetune")
+    tune(attack, model, data, AttackerBudget(0.5, trials=2, epochs=1), storage=journal, seed=3)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    optuna.load_study(study_name="finetune-seed3", storage=storage).ask()  # a worker killed mid-trial
+    resumed = tune(attack, model, data, AttackerBudget(0.5, trials=4, epochs=1), storage=journal, seed=3)
+    assert "RUNNING" not in {t.state for t in resumed.trials}
+    tuned = [t.params for t in resumed.trials if t.state in ("COMPLETE", "PRUNED")]
+    assert len(tuned) == 4 and tuned[2] != tuned[1] and tuned[3] != tuned[2]
