@@ -218,3 +218,27 @@ def test_package_never_imports_protect_or_bench() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_scratch_refuses_a_parameter_it_cannot_reset() -> None:
+    """A bare nn.Parameter (a ViT's class token, say) would keep its stolen value in the reference."""
+    import torch
+    from torch import nn
+
+    from attacks.scratch import reinitialise
+
+    class WithToken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.token = nn.Parameter(torch.ones(3))
+            self.head = nn.Linear(3, 2)
+
+    with pytest.raises(AttackError, match="cannot re-initialise parameter 'token'"):
+        reinitialise(WithToken(), seed=0)
+    plain = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    before = [p.detach().clone() for p in plain.parameters()]
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.add_(5.0)
+    reinitialise(plain, seed=0)
+    assert all(not torch.equal(a + 5.0, b) for a, b in zip(before, plain.parameters()))

@@ -103,3 +103,13 @@ def test_a_fixed_train_seed_shares_one_baseline_and_methods_narrow_the_attacks()
     assert plan.counts() == {"train": 1, "encrypt": 8, "attack": 2 * (2 * 2 + 2)}
     assert all(a.encrypt is None or a.encrypt.method == "advparams" for a in plan.attacks)
     assert {a.seed for a in plan.attacks} == {0, 1}
+
+
+def test_repeated_entries_plan_each_job_once() -> None:
+    raw = base()
+    raw["seeds"] = [0, 0]
+    raw["protect"]["max_params"] = [4, 4]
+    raw["attacks"]["fractions"] = [0.1, 0.1]
+    plan = make_plan(parse_config(raw), ["finetune", "scratch"], weight_free={"scratch"})
+    assert len({j.id for j in plan.jobs}) == len(plan.jobs)
+    assert plan.counts() == {"train": 1, "encrypt": 2, "attack": 2 + 1}

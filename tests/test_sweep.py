@@ -55,6 +55,12 @@ def test_sweep_logs_every_job_nested_and_resumes_without_duplicates(ray_session,
     assert set(ids.values()) == {1}, "a rerun must not duplicate runs"
     assert len(rerun["sweep"]) == 1
 
+    # A finished job whose files are gone (a cleaned storage folder) runs again; the rest stay skipped.
+    next((tmp_path / "storage" / "encrypted").glob("*.safetensors")).unlink()
+    healed = run_sweep(cfg)
+    assert healed.ok and healed.counts["encrypt"] == Counter(done=1, skipped=1)
+    assert sum(c["done"] for c in healed.counts.values()) == 1
+
     report = build_report(Tracker(cfg.tracking.uri, cfg.experiment), cfg.experiment)
     assert {r.method for r in report.protection} == {"advparams", "random"}
     assert all(r.scratch is not None and r.stolen is not None for r in report.attacks)
