@@ -100,3 +100,11 @@ def test_jobs_are_pure_functions_of_their_spec(tmp_path: Path) -> None:
         figures.append([train.metrics["acc_clean"], adv.tags["key_fingerprint"],
                         *[(a.metrics["acc_attacked"], a.params.get("tuned.lr")) for a in attacks]])
     assert figures[0] == figures[1]
+
+
+def test_a_job_no_node_can_run_is_refused_not_waited_for(ray_session, tmp_path: Path) -> None:
+    from bench.errors import BenchError
+
+    cfg = tiny_config(tmp_path, jobs={"attack": {"num_cpus": 1, "num_gpus": 1}})
+    with pytest.raises(BenchError, match="jobs.attack asks for num_cpus=1, num_gpus=1, more than any node"):
+        run_sweep(cfg)
