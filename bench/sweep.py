@@ -137,21 +137,30 @@ def _failure(job: Job, err: BaseException, failed_upstream: list[str]) -> JobRes
 
 
 class _Bar:
-    """Live progress: done, running, failed, skipped and the time left."""
+    """Live progress: done, running, failed, skipped and the time left. Where the output is not a terminal
+    (a log file, `ray job submit`), the same status is printed as a line every ``LOG_EVERY`` seconds."""
+
+    LOG_EVERY = 60.0
 
     def __init__(self, console: Console, total: int, slots: int) -> None:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                 console=console, transient=False)
+                                 console=console, transient=False, disable=not console.is_terminal)
         self.task = self.progress.add_task("sweep", total=total, status="")
-        self.slots = slots
+        self.console, self.total, self.slots = console, total, slots
         self.counts: Counter = Counter()
+        self.start = self.logged = time.monotonic()
 
     def update(self, ready: int) -> None:
         running = min(ready, self.slots)
         c = self.counts
         status = f"done {c['done']} · running {running} · failed {c['failed']} · skipped {c['skipped']}"
         self.progress.update(self.task, completed=sum(c.values()), status=status)
+        now = time.monotonic()
+        if not self.console.is_terminal and (now - self.logged >= self.LOG_EVERY or sum(c.values()) == self.total):
+            self.logged = now
+            self.console.print(f"sweep {sum(c.values())}/{self.total}: {status} · {(now - self.start) / 60:.1f} min",
+                               highlight=False)
 
 
 def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str | None = None,
