@@ -136,6 +136,21 @@ def _failure(job: Job, err: BaseException, failed_upstream: list[str]) -> JobRes
                      tags={"kind": job.kind, "job_id": job.id}, artifacts={"error.txt": detail})
 
 
+def _failed(ref: Any) -> bool:
+    """Whether an upstream job failed. Its ref is ready whenever a dependant has ended, but ray.wait may
+    hand the dependant's failure over first, so ask the ref rather than the order results arrived in."""
+    if not isinstance(ref, ray.ObjectRef):
+        return False  # a result read back from MLflow: finished
+    ready, _ = ray.wait([ref], timeout=0)
+    if not ready:
+        return False
+    try:
+        ray.get(ref)
+    except Exception:
+        return True
+    return False
+
+
 class _Bar:
     """Live progress: done, running, failed, skipped and the time left. Where the output is not a terminal
     (a log file, `ray job submit`), the same status is printed as a line every ``LOG_EVERY`` seconds."""
@@ -186,7 +201,7 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
     outcome = SweepOutcome(counts={k: Counter() for k in ("train", "encrypt", "attack")}, parent_run_id=parent)
     refs: dict[str, Any] = {}
     pending: dict[Any, Job] = {}
-    failed_ids: dict[str, str] = {}
+    names = {job.id: job.name for job in plan.jobs}
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.jobs.attack.num_cpus))
     bar = _Bar(console, len(plan.jobs), slots)
     status = "FAILED"  # anything that ends the loop early, but Ctrl-C, leaves the sweep FAILED
@@ -213,14 +228,13 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
                     try:
                         result = ray.get(ref)
                     except Exception as err:  # the job raised, or its upstream did: record it, go on
-                        result = _failure(job, err, [failed_ids[d] for d in dependencies(job) if d in failed_ids])
+                        result = _failure(job, err, [names[d] for d in dependencies(job) if _failed(refs[d])])
                     tracker.log_result(result, parent)
                     outcome.results[job.id] = result
                     if result.status == "FINISHED":
                         outcome.counts[job.kind]["done"] += 1
                         bar.counts["done"] += 1
                     else:
-                        failed_ids[job.id] = job.name
                         outcome.failed.append(result)
                         outcome.counts[job.kind]["failed"] += 1
                         bar.counts["failed"] += 1
