@@ -198,6 +198,7 @@ def cmd_decrypt(args: argparse.Namespace) -> None:
 
 def cmd_attack(args: argparse.Namespace) -> None:
     from attacks import AttackerBudget, attack_names, get_attack
+    from attacks.training import accuracy
     from bench.progress import progress_bar
     from bench.workflow import attack_model, load_for, read_key
 
@@ -212,13 +213,14 @@ def cmd_attack(args: argparse.Namespace) -> None:
     model, spec, ds = load_for(args.model_file, _data(args), args.dataset)
     seed = args.seed if args.seed is not None else int(spec.extra.get("owner_seed", 0))
     owner_count = args.owner_samples if args.owner_samples is not None else int(spec.extra.get("owner_samples", 512))
+    acc_clean, acc_encrypted = spec.extra.get("clean_accuracy"), accuracy(model, ds.test)  # once, for every attack
     rows, tuned = [], []
     for name in names:
         with progress_bar(f"attack {name}: trials") as progress:
             r = attack_model(name, model, ds, budget=budget, seed=seed, owner_count=owner_count,
-                             fixed=fixed[name], key=key, acc_clean=spec.extra.get("clean_accuracy"),
+                             fixed=fixed[name], key=key,
                              study=args.study, progress=progress)
-        rows.append([name, _pct(r.acc_clean), _pct(r.acc_encrypted), _pct(r.acc_attacked), _pct(r.val_attacked),
+        rows.append([name, _pct(acc_clean), _pct(acc_encrypted), _pct(r.acc_attacked), _pct(r.val_attacked),
                      f"{r.seconds:.1f}", _pct(r.key_precision), _pct(r.key_recall)])
         tuned.append(f"{name}: " + ", ".join(f"{k}={_short(v)}" for k, v in r.best_params.items()))
     _table(

@@ -209,8 +209,6 @@ def key_scores(changed: dict[str, torch.Tensor] | None, key: protect.SecretKey) 
 @dataclass(frozen=True)
 class AttackOutcome:
     attack: str
-    acc_clean: float | None
-    acc_encrypted: float
     acc_attacked: float
     val_before: float
     val_attacked: float
@@ -240,7 +238,6 @@ def attack_model(
     val_fraction: float = 0.2,
     fixed: dict[str, Any] | None = None,
     key: protect.SecretKey | None = None,
-    acc_clean: float | None = None,
     study: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> AttackOutcome:
@@ -257,8 +254,6 @@ def attack_model(
     scores = key_scores(tuned.result.changed, key) if key is not None else None
     return AttackOutcome(
         attack=name,
-        acc_clean=acc_clean,
-        acc_encrypted=accuracy(model, ds.test),
         acc_attacked=accuracy(tuned.result.model, ds.test),
         val_before=tuned.val_accuracy_before,
         val_attacked=tuned.best_value,

@@ -11,22 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch_pruning as tp
+from model_shapes import NATURAL
 from safetensors.torch import save_file
 from torch import nn
 
 from bench.errors import BenchError
 from bench.modelfile import ModelSpec, load_model, read_pruning, read_spec, save_model
 from bench.models import build_model, classifier_name
-
-NATURAL = {
-    "mlp": (1, 8, 8),
-    "cnn": (1, 8, 8),
-    "lenet5": (1, 28, 28),
-    "vgg_compact": (3, 32, 32),
-    "vgg11_bn": (3, 32, 32),
-    "vgg16_bn": (3, 32, 32),
-    "resnet18": (3, 32, 32),
-}
 
 
 def spec_for(model: str, shape: tuple[int, int, int], num_classes: int = 10, **model_args: object) -> ModelSpec:

@@ -9,21 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_shapes import NATURAL
 from torch import nn
 
 from bench import models
 from bench.errors import BenchError
 from bench.models import MODELS, build_model, classifier_name, register_model
-
-NATURAL = {
-    "mlp": (1, 8, 8),
-    "cnn": (1, 8, 8),
-    "lenet5": (1, 28, 28),
-    "vgg_compact": (3, 32, 32),
-    "vgg11_bn": (3, 32, 32),
-    "vgg16_bn": (3, 32, 32),
-    "resnet18": (3, 32, 32),
-}
 
 
 def test_every_registered_model_has_a_natural_size_here() -> None:
