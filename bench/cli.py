@@ -248,7 +248,8 @@ def _short(value: Any) -> str:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from bench.config import load_config
-    from bench.sweep import plan_for, print_outcome, run_sweep
+    from bench.plan import plan_for
+    from bench.sweep import print_outcome, run_sweep
 
     cfg = load_config(args.config, args.set or [])
     if args.dry_run:
@@ -257,7 +258,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
                [*[[k, v] for k, v in plan.counts().items()], ["total", len(plan.jobs)]])
         return
     uri = args.tracking_uri or cfg.tracking.uri
-    outcome = run_sweep(cfg, address=args.address, tracking_uri=uri, console=Console(stderr=True))
+    outcome = run_sweep(cfg, address=args.address, tracking_uri=uri, console=Console(stderr=True), local_cpus=args.cpus)
     print_outcome(outcome, console)
     if not args.no_report:
         _report(uri, cfg.experiment, args.out, outcome.parent_run_id)
@@ -303,6 +304,16 @@ def cmd_ui(args: argparse.Namespace) -> None:
 
 
 # --------------------------------------------------------------------------------------------- parser
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="advparams",
@@ -379,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", type=Path, help="YAML config, e.g. configs/quick.yaml")
     p.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a config key, e.g. protect.eps=[0.5,1.0]")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray on this machine's cores)")
+    p.add_argument("--cpus", type=_positive_int, help="CPUs of the local Ray this command starts (default: all of "
+                   "this machine's cores); not with --address")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's, sqlite:///mlflow.db)")
     p.add_argument("--dry-run", action="store_true", help="print the number of jobs of each kind and stop")
     p.add_argument("--no-report", action="store_true", help="skip the report after the sweep")

@@ -20,7 +20,7 @@ from attacks import AttackerBudget
 from bench.data import DataSet
 from bench.modelfile import load_model
 from bench.models import build_model
-from bench.plan import AttackJob, EncryptJob, Storage, TrainJob
+from bench.plan import AttackJob, EncryptJob, Job, Storage, TrainJob
 from bench.results import CELL_METRICS, JobResult, recovery
 from bench.train import compute_device, train_baseline
 from bench.workflow import DataOptions, attack_model, encrypt_file, read_key, verify_decryption
@@ -147,3 +147,13 @@ def run_attack(job: AttackJob, ctx: JobContext, train: JobResult, encrypt: JobRe
               **({"key_fingerprint": encrypt.tags["key_fingerprint"]} if encrypt else {})},
         artifacts={"trials.json": json.dumps(trials, indent=1, default=str)},
     )
+
+
+def run_job(job: Job, ctx: JobContext, *upstream: JobResult | None) -> JobResult:
+    """Run any job, given its upstream jobs' results in `bench.plan.dependencies` order: the one entry point
+    that the sweep's Ray workers and a plain loop both call (a worker imports this module, not the driver's)."""
+    if isinstance(job, TrainJob):
+        return run_train(job, ctx)
+    if isinstance(job, EncryptJob):
+        return run_encrypt(job, ctx, *upstream)
+    return run_attack(job, ctx, *upstream)

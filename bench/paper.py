@@ -22,8 +22,9 @@ from rich.console import Console
 from bench.benchfile import Machine, update_section
 from bench.config import SweepConfig, load_config
 from bench.errors import BenchError
+from bench.plan import plan_for
 from bench.report import ProtectionRow, Report, build_report, cell
-from bench.sweep import plan_for, print_outcome, run_sweep
+from bench.sweep import print_outcome, run_sweep
 from bench.tracking import Tracker
 
 #: The abstract's accuracy drops (it does not say whether in points or relative to clean accuracy).

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attacks import AttackError, attack_names, get_attack
 from bench.config import SweepConfig
 from bench.errors import BenchError
 
@@ -129,6 +130,15 @@ class Plan:
         return {"train": len(self.trains), "encrypt": len(self.encrypts), "attack": len(self.attacks)}
 
 
+def dependencies(job: Job) -> list[str]:
+    """Ids of the jobs whose results ``job`` takes, in the order `bench.jobs.run_job` expects them."""
+    if isinstance(job, TrainJob):
+        return []
+    if isinstance(job, EncryptJob):
+        return [job.train.id] + ([job.match] if job.match else [])
+    return [job.train.id, job.encrypt.id] if job.encrypt else [job.train.id]
+
+
 @dataclass(frozen=True)
 class Storage:
     """Where a sweep's files live: a folder every node reaches. Keys go in a private sub-folder."""
@@ -212,3 +222,21 @@ def _unique(jobs: list) -> list:
     for job in jobs:
         seen.setdefault(job.id, job)
     return list(seen.values())
+
+
+def weight_free_attacks() -> set[str]:
+    """Attacks that ignore the stolen weights run once per baseline and attacker budget."""
+    return {name for name in attack_names() if not get_attack(name).uses_weights}
+
+
+def plan_for(cfg: SweepConfig) -> Plan:
+    """The config's plan; attack names and fixed attack parameters are checked against the registry."""
+    plan = make_plan(cfg, attack_names(), weight_free_attacks())
+    for name, fixed in cfg.attacks.params.items():
+        if name not in attack_names():
+            raise BenchError(f"attacks.params.{name}: unknown attack; registered: {', '.join(attack_names())}")
+        try:
+            get_attack(name).check_params(fixed)
+        except AttackError as err:
+            raise BenchError(f"attacks.params.{name}: {err}") from None
+    return plan

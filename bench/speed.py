@@ -8,13 +8,14 @@ from this run. Measurements, all with one torch thread per job:
    model pairs, plus Fashion-MNIST / LeNet-5 when ``$ADVPARAMS_DATA_ROOT`` is set. Baselines are trained once
    and cached in the config's storage folder; the encryption's forward+backward passes and seconds are set
    against one training epoch of the same model on the same data.
-2. Harness overhead: every job of the config through the real sweep driver (local Ray with one CPU, MLflow
-   on a fresh SQLite store) against a plain loop over the same job functions in one process.
+2. Harness overhead: every job of the config through the `advparams sweep` command (local Ray with one CPU,
+   MLflow on a fresh SQLite store, no report) against `python -m bench.loop`, the same job functions in one
+   process; each command timed from its start to its end.
 3. Scaling: jobs per minute on a local Ray with 1 to ``--workers`` CPUs (default 2) and on a simulated
    multi-node cluster (``ray.cluster_utils.Cluster``: a head with no CPUs and two one-CPU nodes).
 4. Peak memory: the peak RSS of the Ray worker that ran the one-CPU sweep, and of the plain loop's process.
 
-Each sweep or loop runs in a subprocess of its own with a fresh storage folder and store, so none inherits
+Each sweep or loop runs as a command of its own with a fresh storage folder and store, so none inherits
 another's warm Ray, imports or in-process data memo; all read the same data files (digits needs none).
 """
 
@@ -24,7 +25,6 @@ import argparse
 import io
 import json
 import os
-import resource
 import shlex
 import statistics
 import subprocess
@@ -47,13 +47,14 @@ from attacks.training import train
 from bench.benchfile import Machine, update_section
 from bench.cli import USER_ERRORS
 from bench.config import ModelEntry, SweepConfig, Training, load_config, parse_config
-from bench.data import DATA_ROOT_ENV, DataSet, default_data_root
+from bench.data import DATA_ROOT_ENV, DataSet
 from bench.errors import BenchError
-from bench.jobs import JobContext, run_attack, run_encrypt, run_train
+from bench.jobs import JobContext, run_train
+from bench.loop import rss_mib
 from bench.models import build_model
-from bench.plan import EncryptJob, TrainJob
-from bench.results import JobResult
-from bench.sweep import dependencies, plan_for, run_sweep
+from bench.plan import EncryptJob, TrainJob, plan_for
+from bench.sweep import run_sweep
+from bench.tracking import Tracker
 from bench.workflow import OWNER_BATCH, DataOptions, EncryptOutcome, encrypt_file
 
 #: The second encryption-cost target, run when the real data sets are available.
@@ -111,8 +112,10 @@ class SpeedReport:
     config: str
     counts: dict[str, int]
     encryption: list[EncryptionCost]
+    cli: SweepTiming  # `advparams sweep --cpus 1`, the harness overhead's numerator: the median run
+    loop: SweepTiming  # `python -m bench.loop`, its denominator: the median run
+    pair_ratios: list[float]  # command over command of each (sweep, loop) pair, in the order they ran
     local: list[SweepTiming]  # the sweep driver on a local Ray with 1, 2, ... CPUs
-    loop: SweepTiming
     cluster: SweepTiming | None  # None: skipped
     notes: list[str] = field(default_factory=list)
 
@@ -122,14 +125,14 @@ class SpeedReport:
 
     @property
     def overhead(self) -> float:
-        """Sweep over plain loop, same jobs, one CPU, each timed from its command's start to its end (the
-        project's goal: <= 1.10)."""
-        return self.ray_one.command_seconds / self.loop.command_seconds
+        """Sweep command over plain-loop command, same jobs, one CPU, each timed from its start to its end
+        (the project's goal: <= 1.10)."""
+        return self.cli.command_seconds / self.loop.command_seconds
 
     @property
     def inner_overhead(self) -> float:
-        """The same ratio without Python's start and the imports (from `ray.init` or planning to the end)."""
-        return self.ray_one.seconds / self.loop.seconds
+        """The same ratio without Python's start and the imports (from planning to the end of each run)."""
+        return self.cli.seconds / self.loop.seconds
 
     def markdown(self) -> str:
         m = self.machine
@@ -153,14 +156,17 @@ class SpeedReport:
                       f"{100 * e.acc_clean:.1f} % → {100 * e.acc_encrypted:.1f} %"] for e in self.encryption]),
             "",
             "**Harness overhead** (all jobs, one CPU, each run a command of its own. \"command\" runs from the command's "
-            "start to its end: Python's start and every import included. \"inner\" runs from `ray.init` (Ray's start, "
-            "the worker's start-up and MLflow logging included) or from planning to the end.)",
+            "start to its end: Python's start and every import included. \"inner\" runs from planning to the end: "
+            "for the sweep, Ray's start and shutdown, the worker's start-up and MLflow logging included.)",
             "",
             *_table(["run", "jobs", "command s", "ratio", "inner s", "ratio"],
-                    [[self.ray_one.label, _jobs(self.ray_one), f"{self.ray_one.command_seconds:.1f}", f"{self.overhead:.3f}",
-                      f"{self.ray_one.seconds:.1f}", f"{self.inner_overhead:.3f}"],
+                    [[self.cli.label, _jobs(self.cli), f"{self.cli.command_seconds:.1f}", f"{self.overhead:.3f}",
+                      f"{self.cli.seconds:.1f}", f"{self.inner_overhead:.3f}"],
                      [self.loop.label, _jobs(self.loop), f"{self.loop.command_seconds:.1f}", "1.000",
                       f"{self.loop.seconds:.1f}", "1.000"]]),
+            "",
+            f"{len(self.pair_ratios)} pair(s) of runs, sweep then loop, one after the other; the table holds each command's "
+            f"median run. Command ratio of each pair: {', '.join(f'{r:.3f}' for r in self.pair_ratios)}.",
             "",
             f"**Scaling** (sweep driver, the config's jobs; the cluster's time includes starting its {CLUSTER_NODES + 1} "
             "nodes)",
@@ -196,9 +202,9 @@ def _peak(t: SweepTiming) -> str:
     return f"{t.peak_rss_mib:.0f}" if t.peak_rss_mib is not None else f"not measured ({t.note})"
 
 
-def _mib(ru_maxrss: int) -> float:
-    """A peak resident set size from getrusage (KiB on Linux, bytes on macOS) in MiB."""
-    return ru_maxrss / 2**20 if sys.platform == "darwin" else ru_maxrss / 2**10
+def _median_run(runs: list[SweepTiming]) -> SweepTiming:
+    """The run with the median command time (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda t: t.command_seconds)[(len(runs) - 1) // 2]
 
 
 def _median_seconds(run: Callable[[], float]) -> float:
@@ -286,7 +292,7 @@ def _worker_peak() -> tuple[float | None, str]:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "bench.jobs" in sys.modules
 
     peak, ran_jobs = ray.get(ray.remote(num_cpus=1)(probe).remote())
-    return (_mib(peak), "") if ran_jobs else (None, "the probe reached a worker that ran no job")
+    return (rss_mib(peak), "") if ran_jobs else (None, "the probe reached a worker that ran no job")
 
 
 def _sweep_here(cfg: SweepConfig, cpus: int, cluster: bool) -> dict[str, Any]:
@@ -315,77 +321,99 @@ def _sweep_here(cfg: SweepConfig, cpus: int, cluster: bool) -> dict[str, Any]:
     return asdict(SweepTiming(label, cpus, done, len(outcome.failed), seconds, peak, note))
 
 
-def _loop_here(cfg: SweepConfig) -> dict[str, Any]:
-    """Run ``cfg``'s jobs in plan order in this process, each given its upstream results: no Ray, no MLflow."""
-    start = time.perf_counter()
-    data = DataOptions(root=Path(cfg.data_root) if cfg.data_root else default_data_root(), download=cfg.download)
-    ctx = JobContext(storage=Path(cfg.storage).resolve(), data=data, num_threads=1)
-    results: dict[str, JobResult] = {}
-    for job in plan_for(cfg).jobs:
-        upstream = [results[d] for d in dependencies(job)]
-        run = run_train if isinstance(job, TrainJob) else run_encrypt if isinstance(job, EncryptJob) else run_attack
-        results[job.id] = run(job, ctx, *upstream)
-    seconds = time.perf_counter() - start
-    return asdict(SweepTiming("plain Python loop (`bench.jobs`, no Ray, no MLflow)", 1, len(results), 0, seconds,
-                              _mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))
-
-
-_CHILD_TASKS: dict[str, Callable[..., dict[str, Any]]] = {"sweep": _sweep_here, "loop": _loop_here}
-
-
 def child(request: str, result: str) -> None:
-    """Entry point of a benchmark subprocess: read the request file, run it, write the result file."""
+    """Entry point of a scaling subprocess: read the request file, run the sweep, write the result file."""
     spec = json.loads(Path(request).read_text())
     torch.set_num_threads(1)
     cfg = parse_config(spec["config"], "benchmark config")
-    Path(result).write_text(json.dumps(_CHILD_TASKS[spec["task"]](cfg, **spec["options"])))
+    Path(result).write_text(json.dumps(_sweep_here(cfg, **spec["options"])))
 
 
-def isolated(task: str, cfg: SweepConfig, env: dict[str, str] | None = None, **options: Any) -> SweepTiming:
-    """Run a sweep (``task="sweep"``) or the plain loop (``"loop"``) of ``cfg`` in a fresh subprocess, with a
-    fresh storage folder and MLflow store, every job asking for one CPU."""
+def _fresh(cfg: SweepConfig, tmp: Path) -> dict[str, Any]:
+    """``cfg`` with a fresh storage folder and MLflow store under ``tmp``, every job asking for one CPU."""
+    raw = json.loads(cfg.model_dump_json())
+    raw.update(storage=str(tmp / "storage"), tracking={"uri": f"sqlite:///{tmp / 'mlflow.db'}"},
+               jobs={**raw["jobs"], **{k: {**raw["jobs"][k], "num_cpus": 1} for k in ("train", "encrypt", "attack")}})
+    return raw
+
+
+def _timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    """Seconds ``argv`` ran, from its start to its end; a failure is one BenchError line."""
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True,
+                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})})
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BenchError(f"benchmark command {shlex.join(argv[1:])} failed (exit {proc.returncode}): {last}")
+    return seconds
+
+
+def isolated(cfg: SweepConfig, env: dict[str, str] | None = None, **options: Any) -> SweepTiming:
+    """Run ``cfg`` through `_sweep_here` in a fresh subprocess with a fresh storage folder and MLflow store."""
     with tempfile.TemporaryDirectory(prefix="advparams-speed-") as tmp:
-        raw = json.loads(cfg.model_dump_json())
-        raw.update(storage=str(Path(tmp) / "storage"), tracking={"uri": f"sqlite:///{Path(tmp) / 'mlflow.db'}"},
-                   jobs={**raw["jobs"], **{k: {**raw["jobs"][k], "num_cpus": 1} for k in ("train", "encrypt", "attack")}})
         request, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
-        request.write_text(json.dumps({"task": task, "config": raw, "options": options}))
+        request.write_text(json.dumps({"config": _fresh(cfg, Path(tmp)), "options": options}))
         code = "import sys; from bench.speed import child; child(sys.argv[1], sys.argv[2])"
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", code, str(request), str(result)], capture_output=True, text=True,
-                              env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})})
-        command_seconds = time.perf_counter() - start
-        if proc.returncode != 0 or not result.is_file():
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise BenchError(f"benchmark subprocess {task} {options} failed (exit {proc.returncode}): {last}")
-        return SweepTiming(**{**json.loads(result.read_text()), "command_seconds": command_seconds})
+        seconds = _timed([sys.executable, "-c", code, str(request), str(result)], env)
+        return SweepTiming(**{**json.loads(result.read_text()), "command_seconds": seconds})
+
+
+def sweep_command(cfg: SweepConfig) -> SweepTiming:
+    """``cfg``'s jobs through the `advparams sweep` command on a 1-CPU local Ray (no report after it); its
+    inner time is the sweep's own, as the driver logged it to MLflow."""
+    with tempfile.TemporaryDirectory(prefix="advparams-speed-") as tmp:
+        raw = _fresh(cfg, Path(tmp))
+        config = Path(tmp) / "config.yaml"
+        config.write_text(json.dumps(raw))  # JSON is YAML
+        seconds = _timed([sys.executable, "-m", "bench.cli", "sweep", str(config), "--cpus", "1", "--no-report"])
+        tracker = Tracker(raw["tracking"]["uri"], cfg.experiment)
+        parent = tracker.client.get_run(tracker.latest_sweep())
+        planned = sum(int(v) for k, v in parent.data.params.items() if k.startswith("jobs."))
+        failed = int(parent.data.metrics["jobs_failed"])
+        return SweepTiming("`advparams sweep --cpus 1 --no-report` (local Ray, MLflow on SQLite)", 1, planned - failed,
+                           failed, parent.data.metrics["sweep_seconds"], command_seconds=seconds)
+
+
+def loop_command(cfg: SweepConfig) -> SweepTiming:
+    """``cfg``'s jobs through `python -m bench.loop`: the same job functions in one process, no Ray, no MLflow."""
+    with tempfile.TemporaryDirectory(prefix="advparams-speed-") as tmp:
+        config, result = Path(tmp) / "config.yaml", Path(tmp) / "result.json"
+        config.write_text(json.dumps(_fresh(cfg, Path(tmp))))
+        seconds = _timed([sys.executable, "-m", "bench.loop", str(config), "--threads", "1", "--result", str(result)])
+        figures = json.loads(result.read_text())
+        return SweepTiming("`python -m bench.loop --threads 1` (plain loop, no Ray, no MLflow)", 1, figures["jobs"], 0,
+                           figures["seconds"], figures["peak_rss_mib"], command_seconds=seconds)
 
 
 # ---------------------------------------------------------------------------------------------- whole
-def run_benchmark(cfg: SweepConfig, *, command: str, workers: int = 2, skip_cluster: bool = False,
+def run_benchmark(cfg: SweepConfig, *, command: str, workers: int = 2, skip_cluster: bool = False, repeats: int = 1,
                   fashion_root: str | None = None, progress: Callable[[str], None] = lambda _: None) -> SpeedReport:
     """Every measurement of the speed benchmark on ``cfg``, one after another (never two at once); the scaling
     table has local Rays of 1 to ``workers`` CPUs."""
-    if workers < 1:
-        raise BenchError(f"workers must be >= 1, got {workers}")
+    if workers < 1 or repeats < 1:
+        raise BenchError(f"workers and repeats must be >= 1, got {workers} and {repeats}")
     machine = Machine.current()
     configs, notes = encryption_configs(cfg, fashion_root)
     encryption: list[EncryptionCost] = []
     for c in configs:
         progress(f"encryption cost: {', '.join(f'{d.name}/{m.name}' for d in c.datasets for m in d.models)}")
         encryption.extend(encryption_cost(c))
-    progress("harness overhead: sweep driver on a 1-CPU local Ray")
-    local = [isolated("sweep", cfg, cpus=1, cluster=False)]
-    progress("harness overhead: plain loop")
-    loop = isolated("loop", cfg)
-    for cpus in range(2, workers + 1):
+    pairs = []
+    for i in range(repeats):
+        progress(f"harness overhead {i + 1}/{repeats}: `advparams sweep` on a 1-CPU local Ray, then `python -m bench.loop`")
+        pairs.append((sweep_command(cfg), loop_command(cfg)))
+    cli, loop = (_median_run([p[k] for p in pairs]) for k in (0, 1))
+    ratios = [s.command_seconds / lp.command_seconds for s, lp in pairs]
+    local = []
+    for cpus in range(1, workers + 1):
         progress(f"scaling: {cpus}-CPU local Ray")
-        local.append(isolated("sweep", cfg, cpus=cpus, cluster=False))
+        local.append(isolated(cfg, cpus=cpus, cluster=False))
     cluster = None
     if not skip_cluster:
         progress("scaling: simulated cluster")
-        cluster = isolated("sweep", cfg, env=LOOPBACK_CLUSTER_ENV, cpus=CLUSTER_NODES, cluster=True)
-    return SpeedReport(machine, command, cfg.name, plan_for(cfg).counts(), encryption, local, loop, cluster, notes)
+        cluster = isolated(cfg, env=LOOPBACK_CLUSTER_ENV, cpus=CLUSTER_NODES, cluster=True)
+    return SpeedReport(machine, command, cfg.name, plan_for(cfg).counts(), encryption, cli, loop, ratios, local, cluster, notes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -395,18 +423,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write", type=Path, help="replace the speed section of this markdown file (BENCHMARKS.md)")
     p.add_argument("--workers", type=int, default=2, help="scaling: local Rays of 1 to N CPUs (default: %(default)s)")
     p.add_argument("--skip-cluster", action="store_true", help="skip the simulated multi-node cluster")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="harness overhead: pairs of sweep and loop runs, the median kept (default: %(default)s)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
     try:
         cfg = load_config(args.config, args.set)
         report = run_benchmark(cfg, command=shlex.join(["python", "-m", "bench.speed", *argv]),
-                               workers=args.workers, skip_cluster=args.skip_cluster, fashion_root=os.environ.get(DATA_ROOT_ENV),
+                               workers=args.workers, skip_cluster=args.skip_cluster, repeats=args.repeats,
+                               fashion_root=os.environ.get(DATA_ROOT_ENV),
                                progress=lambda s: print(f"[{time.perf_counter() - start:6.0f} s] {s}", file=sys.stderr))
     except USER_ERRORS as err:
         print(f"bench.speed: error: {err}", file=sys.stderr)

@@ -13,6 +13,7 @@ import os
 import time
 import traceback
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,54 +23,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from attacks import AttackError, attack_names, get_attack
 from bench.config import SweepConfig
 from bench.data import default_data_root
 from bench.errors import BenchError
-from bench.jobs import JobContext
-from bench.plan import EncryptJob, Job, Plan, Storage, TrainJob, make_plan, stable_hash
+from bench.jobs import JobContext, run_job
+from bench.plan import EncryptJob, Job, Storage, TrainJob, dependencies, plan_for, stable_hash
 from bench.results import JobResult, attack_row, summarize, summary_result
-from bench.tracking import Tracker
+from bench.tracking import Tracker, check_uri
 from bench.workflow import DataOptions
 
-
-@ray.remote
-def execute(job: Job, ctx: JobContext, *upstream: JobResult | None) -> JobResult:
-    """Run one job on a Ray worker (upstream results arrive resolved from their object refs)."""
-    from bench import jobs
-
-    if isinstance(job, TrainJob):
-        return jobs.run_train(job, ctx)
-    if isinstance(job, EncryptJob):
-        return jobs.run_encrypt(job, ctx, *upstream)
-    return jobs.run_attack(job, ctx, *upstream)
-
-
-def weight_free_attacks() -> set[str]:
-    """Attacks that ignore the stolen weights run once per baseline and attacker budget."""
-    return {name for name in attack_names() if not get_attack(name).uses_weights}
-
-
-def plan_for(cfg: SweepConfig) -> Plan:
-    """The config's plan; attack names and fixed attack parameters are checked against the registry."""
-    plan = make_plan(cfg, attack_names(), weight_free_attacks())
-    for name, fixed in cfg.attacks.params.items():
-        if name not in attack_names():
-            raise BenchError(f"attacks.params.{name}: unknown attack; registered: {', '.join(attack_names())}")
-        try:
-            get_attack(name).check_params(fixed)
-        except AttackError as err:
-            raise BenchError(f"attacks.params.{name}: {err}") from None
-    return plan
-
-
-def dependencies(job: Job) -> list[str]:
-    """Ids of the jobs whose results ``job`` takes, in the order `execute` passes them on."""
-    if isinstance(job, TrainJob):
-        return []
-    if isinstance(job, EncryptJob):
-        return [job.train.id] + ([job.match] if job.match else [])
-    return [job.train.id, job.encrypt.id] if job.encrypt else [job.train.id]
+#: Jobs on Ray workers. The function lives in `bench.jobs`, which a worker imports by reference: not this
+#: module, whose MLflow and progress-bar imports a worker never needs.
+execute = ray.remote(run_job)
 
 
 def outputs_exist(job: Job, storage: Storage) -> bool:
@@ -95,9 +60,10 @@ def sweep_id(cfg: SweepConfig) -> str:
     return stable_hash(cfg.model_dump(exclude={"tracking"}))
 
 
-def connect(address: str | None, runtime_env: dict | None) -> bool:
+def connect(address: str | None, runtime_env: dict | None, local_cpus: int | None = None) -> bool:
     """Join the cluster at ``address`` (or $RAY_ADDRESS, as `ray job submit` sets it), else start a local Ray
-    on this machine's cores. Returns whether this call started Ray (and so must shut it down)."""
+    with ``local_cpus`` CPUs (default: this machine's cores). Returns whether this call started Ray (and so
+    must shut it down)."""
     if ray.is_initialized():
         return False
     target = address or os.environ.get("RAY_ADDRESS")
@@ -105,10 +71,16 @@ def connect(address: str | None, runtime_env: dict | None) -> bool:
         if target:
             ray.init(address=target, runtime_env=runtime_env, log_to_driver=False)
         else:
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=local_cpus or os.cpu_count(), include_dashboard=False,
+                     log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise BenchError(f"cannot start or reach Ray{f' at {target}' if target else ''}: {str(err).splitlines()[0]}") from None
     return True
+
+
+def _open_tracker(uri: str, experiment: str) -> tuple[Tracker, dict[str, JobResult]]:
+    tracker = Tracker(uri, experiment)
+    return tracker, tracker.finished()
 
 
 @dataclass
@@ -179,22 +151,31 @@ class _Bar:
 
 
 def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str | None = None,
-              console: Console | None = None) -> SweepOutcome:
-    """Run every job of ``cfg`` not yet finished in its MLflow experiment; log each result as it lands."""
+              console: Console | None = None, local_cpus: int | None = None) -> SweepOutcome:
+    """Run every job of ``cfg`` not yet finished in its MLflow experiment; log each result as it lands.
+
+    A sweep's fixed costs overlap: the MLflow store opens (creating its tables on first use) while Ray
+    starts, and the summaries are logged while Ray shuts down.
+    """
     console = console or Console(stderr=True)
     start = time.perf_counter()
     plan = plan_for(cfg)
-    tracker = Tracker(tracking_uri or cfg.tracking.uri, cfg.experiment)
-    finished = tracker.finished()
     data = DataOptions(root=(Path(cfg.data_root) if cfg.data_root else default_data_root()).resolve(), download=cfg.download)
     storage = Path(cfg.storage).resolve()
-    started = connect(address, cfg.jobs.runtime_env)
-    try:
-        check_resources(cfg)
-    except BenchError:
-        if started:
-            ray.shutdown()
-        raise
+    uri = tracking_uri or cfg.tracking.uri
+    check_uri(uri)  # refused before anything starts: a malformed URI, a CPU count for a cluster
+    if local_cpus is not None and (address or os.environ.get("RAY_ADDRESS")):
+        raise BenchError("a CPU count applies to a local Ray only; a cluster's CPUs are those of its nodes")
+    with ThreadPoolExecutor(1) as pool:
+        opening = pool.submit(_open_tracker, uri, cfg.experiment)
+        started = connect(address, cfg.jobs.runtime_env, local_cpus)
+        try:
+            tracker, finished = opening.result()
+            check_resources(cfg)
+        except BenchError:
+            if started:
+                ray.shutdown()
+            raise
     parent = tracker.open_sweep(sweep_id(cfg), cfg.name,
                                 {"config": cfg.model_dump_json(), **{f"jobs.{k}": v for k, v in plan.counts().items()}},
                                 [j.id for j in plan.jobs])
@@ -239,8 +220,13 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
                         outcome.counts[job.kind]["failed"] += 1
                         bar.counts["failed"] += 1
             bar.update(ready=0)
-        for summary in summarize(attack_row(r) for r in outcome.results.values() if r.kind == "attack" and r.status == "FINISHED"):
-            tracker.replace_result(summary_result(summary), parent)
+        rows = [attack_row(r) for r in outcome.results.values() if r.kind == "attack" and r.status == "FINISHED"]
+        with ThreadPoolExecutor(1) as pool:  # every job has ended: Ray is no longer needed
+            logged = pool.submit(lambda: [tracker.replace_result(summary_result(s), parent) for s in summarize(rows)])
+            if started:
+                ray.shutdown()
+                started = False
+            logged.result()
         status = "FINISHED" if outcome.ok else "FAILED"
     except KeyboardInterrupt:
         status = "KILLED"

@@ -88,6 +88,7 @@ class Tracker:
         except Exception as err:  # connection refused, bad URI, store errors: one line for the user
             raise BenchError(f"cannot open MLflow store {uri!r}: {str(err).splitlines()[0][:300]}") from None
         self.code = code_tags()
+        self._unfinished: set[str] | None = None  # job ids with runs not FINISHED; None: not read yet
 
     # ---------------------------------------------------------------------------------------- reading
     def runs(self, filter_string: str = "") -> list[Any]:
@@ -100,12 +101,16 @@ class Tracker:
                 return out
 
     def finished(self) -> dict[str, JobResult]:
-        """Results of every job with a FINISHED run, by job id (the newest run wins)."""
+        """Results of every job with a FINISHED run, by job id (the newest run wins). Also notes which jobs
+        have runs that did not finish, so logging a job's success looks for old runs to remove only there."""
         found: dict[str, JobResult] = {}
-        for run in sorted(self.runs("attributes.status = 'FINISHED'"), key=lambda r: r.info.start_time):
+        self._unfinished = set()
+        for run in sorted(self.runs(), key=lambda r: r.info.start_time):
             job_id = run.data.tags.get("job_id")
-            if job_id:
+            if job_id and run.info.status == "FINISHED":
                 found[job_id] = result_from_run(run)
+            elif job_id:
+                self._unfinished.add(job_id)
         return found
 
     # ---------------------------------------------------------------------------------------- writing
@@ -152,7 +157,9 @@ class Tracker:
         for name, text in result.artifacts.items():
             self.client.log_text(run_id, text, name)
         self.client.set_terminated(run_id, status=result.status)
-        if result.status == "FINISHED":
+        if result.status != "FINISHED" and self._unfinished is not None:
+            self._unfinished.add(result.job_id)
+        elif result.status == "FINISHED" and (self._unfinished is None or result.job_id in self._unfinished):
             for old in self.runs(f"tags.job_id = '{result.job_id}' and attributes.status != 'FINISHED'"):
                 self.client.delete_run(old.info.run_id)
         return run_id

@@ -47,14 +47,13 @@ def test_tiny_benchmark_prints_every_row_with_positive_figures(tmp_path: Path) -
     rows = _rows(text)
     assert set(rows) == {
         "digits mlp n=4,eps=1",
+        "`advparams sweep --cpus 1 --no-report` (local Ray, MLflow on SQLite)",
+        "`python -m bench.loop --threads 1` (plain loop, no Ray, no MLflow)",
         "local Ray, 1 worker (sweep driver, MLflow on SQLite)",
-        "plain Python loop (`bench.jobs`, no Ray, no MLflow)",
         "simulated cluster",
         "Ray worker that ran the 1-CPU sweep's jobs",
         "plain loop's process (every job in one process)",
     }, text
-    # Harness overhead and scaling share the 1-CPU row's label; both tables must carry it.
-    assert text.count("| local Ray, 1 worker (sweep driver, MLflow on SQLite) |") == 2
     assert "skipped (--skip-cluster)" in rows["simulated cluster"]
     assert "fashion_mnist / lenet5 skipped: ADVPARAMS_DATA_ROOT is unset" in text
     assert f"{os.cpu_count()} cores" in text and "`python -m bench.speed (test)`" in text
@@ -65,9 +64,11 @@ def test_tiny_benchmark_prints_every_row_with_positive_figures(tmp_path: Path) -
     [enc] = report.encryption
     assert enc.passes == 4 and enc.seconds > 0 and enc.epoch_seconds > 0 and enc.acc_encrypted < enc.acc_clean
     assert (tmp_path / "storage" / "baselines").is_dir(), "the baseline is cached in the config's storage folder"
-    assert report.ray_one.done == report.loop.done == 4 and report.ray_one.failed == 0
+    assert report.cli.done == report.loop.done == report.ray_one.done == 4
+    assert report.cli.failed == report.ray_one.failed == 0
     assert report.ray_one.peak_rss_mib and report.loop.peak_rss_mib
-    assert report.overhead > 0
+    assert report.cli.command_seconds > report.cli.seconds > 0 and report.loop.command_seconds > report.loop.seconds > 0
+    assert report.overhead > 0 and report.inner_overhead > 0
 
 
 def test_encryption_cost_times_advparams_and_fashion_only_with_a_data_root(tmp_path: Path) -> None:

@@ -314,6 +314,17 @@ def test_sweep_config_with_an_unknown_key_is_refused_before_anything_runs(capsys
     assert files_in(tmp_path) == before
 
 
+def test_a_cpu_count_for_a_cluster_is_refused_before_anything_starts(capsys, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    write_yaml(tmp_path / "cfg.yaml", sweep_config(tmp_path))
+    before = files_in(tmp_path)
+    assert_refused(cli(capsys, "sweep", "cfg.yaml", "--cpus", "1", "--address", "127.0.0.1:1"),
+                   "CPU count applies to a local Ray only")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    assert_refused(cli(capsys, "sweep", "cfg.yaml", "--cpus", "1"), "CPU count applies to a local Ray only")
+    assert files_in(tmp_path) == before, "no MLflow store or storage folder may be created"
+
+
 def test_argparse_errors_exit_2(capsys, files: Files) -> None:
     for argv, fragment in (
         (["encrypt", str(files.clean), "--key", "k.key"], "--out"),
@@ -321,6 +332,7 @@ def test_argparse_errors_exit_2(capsys, files: Files) -> None:
         (["decrypt", str(files.enc), "--key", "k.key", "--out", "d.safetensors", "--passphrase-env", "A",
           "--passphrase-file", "f"], "not allowed with"),
         (["frobnicate"], "invalid choice"),
+        (["sweep", "cfg.yaml", "--cpus", "0"], "whole number >= 1"),
         ([], "required"),
     ):
         with pytest.raises(SystemExit) as exit_:

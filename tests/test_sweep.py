@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from sweep_helpers import runs_by_kind, tiny_config
 
+from bench.plan import plan_for
 from bench.report import build_report, write_plots, write_tables
-from bench.sweep import plan_for, run_sweep
+from bench.sweep import run_sweep
 from bench.tracking import Tracker
 
 pytestmark = pytest.mark.ray

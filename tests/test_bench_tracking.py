@@ -1,0 +1,34 @@
+"""The driver's MLflow tracker: a job's FAILED runs go once it finishes, whichever tracker logged them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.results import JobResult
+from bench.tracking import Tracker
+
+
+def _result(job_id: str, status: str) -> JobResult:
+    return JobResult(job_id, "train", f"job {job_id}", status=status, metrics={"acc_clean": 0.5},
+                     tags={"kind": "train", "job_id": job_id})
+
+
+def _statuses(tracker: Tracker) -> list[tuple[str, str]]:
+    return sorted((r.data.tags["job_id"], r.info.status) for r in tracker.runs("tags.kind = 'train'"))
+
+
+def test_failed_runs_are_removed_once_the_job_finishes(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = Tracker(uri, "exp")
+    parent = first.open_sweep("s", "sweep", {}, ["a", "b", "c"])
+    first.log_result(_result("a", "FAILED"), parent)
+    first.log_result(_result("b", "FAILED"), parent)
+    first.log_result(_result("b", "FINISHED"), parent)  # the same tracker, without reading the store first
+    assert _statuses(first) == [("a", "FAILED"), ("b", "FINISHED")]
+
+    second = Tracker(uri, "exp")  # a rerun: it reads which jobs finished and which did not
+    assert set(second.finished()) == {"b"}
+    second.log_result(_result("c", "FAILED"), parent)
+    second.log_result(_result("c", "FINISHED"), parent)
+    second.log_result(_result("a", "FINISHED"), parent)
+    assert _statuses(second) == [("a", "FINISHED"), ("b", "FINISHED"), ("c", "FINISHED")]
