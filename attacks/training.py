@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from attacks import acceleration
+
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -38,18 +40,20 @@ def model_device(model: nn.Module) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
-@torch.inference_mode()
 def accuracy(model: nn.Module, data: TensorDataset, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of ``model`` on ``data``, in eval mode; the model's mode is restored after."""
+    """Top-1 accuracy of ``model`` on ``data``, in eval mode under `torch.inference_mode` with large batches
+    (and AMP / channels_last where `attacks.acceleration` turns them on); the model's mode is restored after."""
     was_training = model.training
     model.eval()
     device = model_device(model)
     correct = 0
     total = 0
-    for x, y in batches(data, batch_size):
-        pred = model(x.to(device, non_blocking=True)).argmax(dim=1)
-        correct += int((pred.cpu() == y).sum())
-        total += len(y)
+    with acceleration.layout(model, device) as channels_last:  # outside inference mode: weights stay trainable
+        with torch.inference_mode(), acceleration.autocast(device):
+            for x, y in batches(data, batch_size):
+                pred = model(acceleration.inputs(x.to(device, non_blocking=True), channels_last)).argmax(dim=1)
+                correct += int((pred.cpu() == y).sum())
+                total += len(y)
     model.train(was_training)
     return correct / max(total, 1)
 
@@ -79,7 +83,8 @@ def train(
     on_epoch: Callable[[int, float], None] | None = None,
     on_batch: Callable[[], None] | None = None,
 ) -> nn.Module:
-    """Train ``model`` in place with cross-entropy and a cosine learning-rate schedule.
+    """Train ``model`` in place with cross-entropy and a cosine learning-rate schedule (with AMP and
+    channels_last where `attacks.acceleration` turns them on).
 
     ``params`` restricts training to some parameters (all trainable ones by default). ``on_epoch``
     is called with (epoch index, mean training loss) after each epoch; it may raise to stop early
@@ -92,22 +97,26 @@ def train(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
     gen = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
+    scaler = acceleration.grad_scaler(device)
     model.train()
-    for epoch in range(epochs):
-        total_loss = 0.0
-        count = 0
-        for x, y in batches(data, batch_size, shuffle=True, generator=gen):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total_loss += float(loss.detach()) * len(y)
-            count += len(y)
-            if on_batch is not None:
-                on_batch()
-        if on_epoch is not None:
-            on_epoch(epoch, total_loss / max(count, 1))
+    with acceleration.layout(model, device) as channels_last:
+        for epoch in range(epochs):
+            total_loss = 0.0
+            count = 0
+            for x, y in batches(data, batch_size, shuffle=True, generator=gen):
+                x, y = acceleration.inputs(x.to(device, non_blocking=True), channels_last), y.to(device, non_blocking=True)
+                opt.zero_grad(set_to_none=True)
+                with acceleration.autocast(device):
+                    loss = loss_fn(model(x), y)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                total_loss += float(loss.detach()) * len(y)
+                count += len(y)
+                if on_batch is not None:
+                    on_batch()
+            if on_epoch is not None:
+                on_epoch(epoch, total_loss / max(count, 1))
     model.eval()
     return model

@@ -119,6 +119,10 @@ class Jobs(Strict):
     attack: Resources = Resources()
     max_retries: int = Field(2, ge=0)  # retries after a worker or node is lost
     runtime_env: dict[str, Any] | None = None  # Ray runtime_env when joining a cluster (working_dir, pip)
+    # Mixed precision and channels_last in training and evaluation (attacks.acceleration): auto = on CUDA
+    # only. Execution settings like num_cpus: not part of a job's id; each run is tagged with what it used.
+    amp: Literal["auto", "on", "off"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
 
 
 class Tracking(Strict):

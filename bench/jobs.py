@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from attacks import AttackerBudget
+from attacks import AttackerBudget, acceleration
+from attacks.acceleration import Acceleration
 from bench.data import DataSet
 from bench.modelfile import load_model
 from bench.models import build_model
@@ -33,9 +34,11 @@ class JobContext:
     storage: Path
     data: DataOptions
     num_threads: int = 1
+    acceleration: Acceleration = Acceleration()
 
     def prepare(self) -> Storage:
         torch.set_num_threads(max(1, self.num_threads))
+        acceleration.use(self.acceleration)
         return Storage(self.storage).create()
 
     def options(self, job: TrainJob) -> DataOptions:
@@ -49,7 +52,11 @@ class JobContext:
 def _environment_tags() -> dict[str, str]:
     device = compute_device()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    return {"host": platform.node(), "device": f"{device.type}:{name}"}
+    setting = acceleration.current()
+    dtype = setting.amp_dtype(device)
+    return {"host": platform.node(), "device": f"{device.type}:{name}",
+            "amp": str(dtype).removeprefix("torch.") if dtype is not None else "off",
+            "channels_last": "on" if setting.uses_channels_last(device) else "off"}
 
 
 def _train_params(job: TrainJob) -> dict:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from attacks.acceleration import Acceleration
 from bench.config import SweepConfig, load_config
 from bench.data import default_data_root
 from bench.errors import BenchError
@@ -31,7 +32,8 @@ def run_loop(cfg: SweepConfig, *, threads: int = 1) -> dict[str, JobResult]:
     """Every job of ``cfg`` in plan order, each given its upstream results; a failing job stops the loop."""
     data = DataOptions(root=(Path(cfg.data_root) if cfg.data_root else default_data_root()).resolve(),
                        download=cfg.download)
-    ctx = JobContext(storage=Path(cfg.storage).resolve(), data=data, num_threads=threads)
+    ctx = JobContext(storage=Path(cfg.storage).resolve(), data=data, num_threads=threads,
+                     acceleration=Acceleration(cfg.jobs.amp, cfg.jobs.channels_last))
     results: dict[str, JobResult] = {}
     for job in plan_for(cfg).jobs:
         results[job.id] = run_job(job, ctx, *[results[d] for d in dependencies(job)])

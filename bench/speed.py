@@ -1,19 +1,21 @@
 """The speed benchmark: what encryption costs, what the harness adds, how a sweep scales, what a worker holds.
 
-``python -m bench.speed [--config configs/quick.yaml] [--set PATH=VALUE] [--write BENCHMARKS.md] [--workers N] [--skip-cluster]``
-prints one markdown fragment (machine, command, four tables) for BENCHMARKS.md; every figure in it comes
+``python -m bench.speed [--config configs/quick.yaml] [--set PATH=VALUE] [--write BENCHMARKS.md] [--workers N] [--repeats N] [--skip-cluster]``
+prints one markdown fragment (machine, command, five tables) for BENCHMARKS.md; every figure in it comes
 from this run. Measurements, all with one torch thread per job:
 
 1. Encryption cost: AdvParams at every budget cell of the config (first seed) on each of its data set and
    model pairs, plus Fashion-MNIST / LeNet-5 when ``$ADVPARAMS_DATA_ROOT`` is set. Baselines are trained once
    and cached in the config's storage folder; the encryption's forward+backward passes and seconds are set
    against one training epoch of the same model on the same data.
-2. Harness overhead: every job of the config through the `advparams sweep` command (local Ray with one CPU,
+2. Mixed precision and channels_last: one epoch and one evaluation of the same models under each setting
+   of `attacks.acceleration`, on the compute device (CUDA when present).
+3. Harness overhead: every job of the config through the `advparams sweep` command (local Ray with one CPU,
    MLflow on a fresh SQLite store, no report) against `python -m bench.loop`, the same job functions in one
    process; each command timed from its start to its end.
-3. Scaling: jobs per minute on a local Ray with 1 to ``--workers`` CPUs (default 2) and on a simulated
+4. Scaling: jobs per minute on a local Ray with 1 to ``--workers`` CPUs (default 2) and on a simulated
    multi-node cluster (``ray.cluster_utils.Cluster``: a head with no CPUs and two one-CPU nodes).
-4. Peak memory: the peak RSS of the Ray worker that ran the one-CPU sweep, and of the plain loop's process.
+5. Peak memory: the peak RSS of the Ray worker that ran the one-CPU sweep, and of the plain loop's process.
 
 Each sweep or loop runs as a command of its own with a fresh storage folder and store, so none inherits
 another's warm Ray, imports or in-process data memo; all read the same data files (digits needs none).
@@ -33,7 +35,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,9 @@ from ray.cluster_utils import Cluster
 from rich.console import Console
 
 import protect
-from attacks.training import train
+from attacks import acceleration
+from attacks.acceleration import Acceleration
+from attacks.training import accuracy, train
 from bench.benchfile import Machine, update_section
 from bench.cli import USER_ERRORS
 from bench.config import ModelEntry, SweepConfig, Training, load_config, parse_config
@@ -55,6 +58,7 @@ from bench.models import build_model
 from bench.plan import EncryptJob, TrainJob, plan_for
 from bench.sweep import run_sweep
 from bench.tracking import Tracker
+from bench.train import compute_device
 from bench.workflow import OWNER_BATCH, DataOptions, EncryptOutcome, encrypt_file
 
 #: The second encryption-cost target, run when the real data sets are available.
@@ -89,6 +93,19 @@ class EncryptionCost:
 
 
 @dataclass(frozen=True)
+class AccelerationTiming:
+    """One training epoch and one test-set evaluation of a fresh model under one acceleration setting."""
+    dataset: str
+    model: str
+    device: str
+    amp: str  # the autocast dtype, or "off"
+    channels_last: bool
+    epoch_seconds: float
+    eval_seconds: float
+    accuracy: float  # test accuracy after that one epoch
+
+
+@dataclass(frozen=True)
 class SweepTiming:
     """One run of a config's jobs: by the sweep driver on some Ray, or by the plain loop."""
     label: str
@@ -112,6 +129,7 @@ class SpeedReport:
     config: str
     counts: dict[str, int]
     encryption: list[EncryptionCost]
+    acceleration: list[AccelerationTiming]
     cli: SweepTiming  # `advparams sweep --cpus 1`, the harness overhead's numerator: the median run
     loop: SweepTiming  # `python -m bench.loop`, its denominator: the median run
     pair_ratios: list[float]  # command over command of each (sweep, loop) pair, in the order they ran
@@ -155,6 +173,17 @@ class SpeedReport:
                       f"{e.epoch_seconds:.3f}", f"{100 * e.epoch_share:.1f} %",
                       f"{100 * e.acc_clean:.1f} % → {100 * e.acc_encrypted:.1f} %"] for e in self.encryption]),
             "",
+            "**Mixed precision and channels_last** (`jobs.amp`, `jobs.channels_last`: one training epoch and one "
+            f"test-set evaluation of a fresh model, the median of up to {MAX_RUNS} runs; speed-up over float32 with the "
+            "default layout; `auto` turns both on for CUDA only)",
+            "",
+            *_table(["data set", "model", "device", "autocast", "channels_last", "epoch (s)", "speed-up", "evaluation (ms)",
+                     "speed-up", "test accuracy after the epoch"],
+                    [[a.dataset, a.model, a.device, a.amp, "on" if a.channels_last else "off", f"{a.epoch_seconds:.3f}",
+                      f"{base.epoch_seconds / a.epoch_seconds:.2f}", f"{1000 * a.eval_seconds:.2f}",
+                      f"{base.eval_seconds / a.eval_seconds:.2f}", f"{100 * a.accuracy:.1f} %"]
+                     for a, base in _with_baseline(self.acceleration)]),
+            "",
             "**Harness overhead** (all jobs, one CPU, each run a command of its own. \"command\" runs from the command's "
             "start to its end: Python's start and every import included. \"inner\" runs from planning to the end: "
             "for the sweep, Ray's start and shutdown, the worker's start-up and MLflow logging included.)",
@@ -187,6 +216,12 @@ class SpeedReport:
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _with_baseline(rows: list[AccelerationTiming]) -> list[tuple[AccelerationTiming, AccelerationTiming]]:
+    """Each row beside the float32, default-layout row of the same data set and model."""
+    base = {(a.dataset, a.model): a for a in rows if a.amp == "off" and not a.channels_last}
+    return [(a, base[(a.dataset, a.model)]) for a in rows]
 
 
 def _jobs(t: SweepTiming) -> str:
@@ -230,10 +265,16 @@ def encryption_configs(cfg: SweepConfig, fashion_root: str | None) -> tuple[list
     return [*configs, parse_config(fashion, f"{FASHION_DATASET} (encryption cost)")], []
 
 
+def _context(cfg: SweepConfig) -> JobContext:
+    """A job context for ``cfg``'s storage and data, one torch thread, the config's acceleration setting."""
+    return JobContext(Path(cfg.storage), DataOptions(Path(cfg.data_root) if cfg.data_root else None, cfg.download),
+                      acceleration=Acceleration(cfg.jobs.amp, cfg.jobs.channels_last))
+
+
 def encryption_cost(cfg: SweepConfig) -> list[EncryptionCost]:
     """Time AdvParams at every cell of ``cfg`` (a config from `encryption_configs`) against one epoch, with one
     torch thread as a sweep job has; each baseline is trained once and kept in the config's storage folder."""
-    ctx = JobContext(Path(cfg.storage), DataOptions(Path(cfg.data_root) if cfg.data_root else None, cfg.download))
+    ctx = _context(cfg)
     plan = plan_for(cfg)
     rows: list[EncryptionCost] = []
     threads = torch.get_num_threads()
@@ -241,22 +282,61 @@ def encryption_cost(cfg: SweepConfig) -> list[EncryptionCost]:
         storage = ctx.prepare()
         for job in plan.trains:
             run_train(job, ctx)  # a cache hit when the baseline file exists
-            epoch = _median_seconds(partial(_one_epoch, job, ctx.dataset(job)))
+            epoch = _median_seconds(lambda: _one_epoch(job, ctx.dataset(job))[0])
             rows.extend(_encryption(enc, storage.baseline(job), ctx, epoch) for enc in plan.encrypts if enc.train == job)
     finally:
         torch.set_num_threads(threads)
     return rows
 
 
-def _one_epoch(job: TrainJob, ds: DataSet) -> float:
-    """Seconds of one training epoch of a fresh ``job.model`` with ``job``'s training settings."""
+#: The settings the acceleration table compares: (amp, channels_last), float32 and the default layout first.
+ACCELERATION_SETTINGS = (("off", "off"), ("on", "off"), ("off", "on"), ("on", "on"))
+
+
+def acceleration_cost(cfg: SweepConfig) -> list[AccelerationTiming]:
+    """One epoch and one evaluation of each of ``cfg``'s models under every setting, on the compute device."""
+    ctx = _context(cfg)
+    device = compute_device()
+    rows: list[AccelerationTiming] = []
+    threads = torch.get_num_threads()
+    try:
+        ctx.prepare()
+        for job in plan_for(cfg).trains:
+            ds = ctx.dataset(job)
+            for amp, layout in ACCELERATION_SETTINGS:
+                setting = Acceleration(amp, layout)
+                acceleration.use(setting)
+                runs: list[tuple[float, float, float]] = []
+
+                def once() -> float:
+                    runs.append(_one_epoch(job, ds))
+                    return runs[-1][0]
+
+                _median_seconds(once)
+                epoch, evaluation, acc = (statistics.median(r[i] for r in runs) for i in range(3))
+                dtype = setting.amp_dtype(device)
+                rows.append(AccelerationTiming(job.dataset, job.model, device.type, str(dtype).removeprefix("torch.")
+                                               if dtype is not None else "off", setting.uses_channels_last(device),
+                                               epoch, evaluation, acc))
+    finally:
+        torch.set_num_threads(threads)
+        acceleration.use(Acceleration())
+    return rows
+
+
+def _one_epoch(job: TrainJob, ds: DataSet) -> tuple[float, float, float]:
+    """Seconds of one training epoch of a fresh ``job.model`` with ``job``'s training settings on the compute
+    device, seconds of its evaluation on the test split, and its test accuracy."""
     t = Training(**job.training)
     torch.manual_seed(job.seed)
     model = build_model(job.model, num_classes=ds.num_classes, input_shape=ds.input_shape, **job.model_args)
+    model.to(compute_device())
     start = time.perf_counter()
     train(model, ds.train, epochs=1, lr=t.lr, optimizer=t.optimizer, batch_size=t.batch_size,
           weight_decay=t.weight_decay, seed=job.seed)
-    return time.perf_counter() - start
+    trained = time.perf_counter()
+    acc = accuracy(model, ds.test)
+    return trained - start, time.perf_counter() - trained, acc
 
 
 def _encryption(enc: EncryptJob, baseline: Path, ctx: JobContext, epoch_seconds: float) -> EncryptionCost:
@@ -396,9 +476,13 @@ def run_benchmark(cfg: SweepConfig, *, command: str, workers: int = 2, skip_clus
     machine = Machine.current()
     configs, notes = encryption_configs(cfg, fashion_root)
     encryption: list[EncryptionCost] = []
+    accelerated: list[AccelerationTiming] = []
     for c in configs:
-        progress(f"encryption cost: {', '.join(f'{d.name}/{m.name}' for d in c.datasets for m in d.models)}")
+        models = ", ".join(f"{d.name}/{m.name}" for d in c.datasets for m in d.models)
+        progress(f"encryption cost: {models}")
         encryption.extend(encryption_cost(c))
+        progress(f"mixed precision and channels_last: {models}")
+        accelerated.extend(acceleration_cost(c))
     pairs = []
     for i in range(repeats):
         progress(f"harness overhead {i + 1}/{repeats}: `advparams sweep` on a 1-CPU local Ray, then `python -m bench.loop`")
@@ -413,7 +497,8 @@ def run_benchmark(cfg: SweepConfig, *, command: str, workers: int = 2, skip_clus
     if not skip_cluster:
         progress("scaling: simulated cluster")
         cluster = isolated(cfg, env=LOOPBACK_CLUSTER_ENV, cpus=CLUSTER_NODES, cluster=True)
-    return SpeedReport(machine, command, cfg.name, plan_for(cfg).counts(), encryption, cli, loop, ratios, local, cluster, notes)
+    return SpeedReport(machine, command, cfg.name, plan_for(cfg).counts(), encryption, accelerated, cli, loop, ratios, local, cluster,
+                       notes)
 
 
 def build_parser() -> argparse.ArgumentParser:

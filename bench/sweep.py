@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from attacks.acceleration import Acceleration
 from bench.config import SweepConfig
 from bench.data import default_data_root
 from bench.errors import BenchError
@@ -196,7 +197,8 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
                     bar.counts["skipped"] += 1
                     continue
                 res = getattr(cfg.jobs, job.kind)
-                ctx = JobContext(storage=storage, data=data, num_threads=max(1, int(res.num_cpus)))
+                ctx = JobContext(storage=storage, data=data, num_threads=max(1, int(res.num_cpus)),
+                                 acceleration=Acceleration(cfg.jobs.amp, cfg.jobs.channels_last))
                 ref = execute.options(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_retries=cfg.jobs.max_retries,
                                       name=job.name).remote(job, ctx, *[refs[d] for d in dependencies(job)])
                 refs[job.id] = ref

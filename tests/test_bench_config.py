@@ -29,6 +29,7 @@ def base() -> dict:
         ({"datasets": [{"name": "mnist", "models": [{"name": "cnn"}]}]}, "datasets.0.name: Input should be"),
         ({"datasets": [{"name": "imagefolder", "models": [{"name": "cnn"}]}]}, "imagefolder data set needs 'path'"),
         ({"jobs": {"attack": {"num_gpus": -1}}}, "jobs.attack.num_gpus"),
+        ({"jobs": {"amp": "fast"}}, "jobs.amp"),
         ({"name": "bad name!"}, "name: String should match pattern"),
     ],
 )

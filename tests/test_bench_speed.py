@@ -36,7 +36,8 @@ def _rows(text: str) -> dict[str, list[str]]:
     for line, below in zip(lines, [*lines[1:], ""]):
         if line.startswith("|") and not line.startswith("|---") and not below.startswith("|---"):
             cells = [c.strip() for c in line.strip("|").split("|")]
-            rows[" ".join(cells[:3]) if cells[0] == "digits" else cells[0]] = cells[1:]
+            key = cells[0] if cells[0] != "digits" else " ".join(cells[:5] if cells[2] in ("cpu", "cuda") else cells[:3])
+            rows[key] = cells[1:]
     return rows
 
 
@@ -47,6 +48,7 @@ def test_tiny_benchmark_prints_every_row_with_positive_figures(tmp_path: Path) -
     rows = _rows(text)
     assert set(rows) == {
         "digits mlp n=4,eps=1",
+        *(f"digits mlp cpu {amp} {layout}" for amp in ("off", "bfloat16") for layout in ("off", "on")),
         "`advparams sweep --cpus 1 --no-report` (local Ray, MLflow on SQLite)",
         "`python -m bench.loop --threads 1` (plain loop, no Ray, no MLflow)",
         "local Ray, 1 worker (sweep driver, MLflow on SQLite)",
@@ -58,9 +60,12 @@ def test_tiny_benchmark_prints_every_row_with_positive_figures(tmp_path: Path) -
     assert "fashion_mnist / lenet5 skipped: ADVPARAMS_DATA_ROOT is unset" in text
     assert f"{os.cpu_count()} cores" in text and "`python -m bench.speed (test)`" in text
     numbers = [c for cells in rows.values() for c in cells if NUMBER.match(c)]
-    assert len(numbers) >= 14, text
+    assert len(numbers) >= 14 + 4 * 5, text
     assert all(float(c.rstrip(" %")) > 0 for c in numbers), text
 
+    assert [(a.amp, a.channels_last) for a in report.acceleration] == [
+        ("off", False), ("bfloat16", False), ("off", True), ("bfloat16", True)]
+    assert all(a.epoch_seconds > 0 and a.eval_seconds > 0 and 0 < a.accuracy <= 1 for a in report.acceleration)
     [enc] = report.encryption
     assert enc.passes == 4 and enc.seconds > 0 and enc.epoch_seconds > 0 and enc.acc_encrypted < enc.acc_clean
     assert (tmp_path / "storage" / "baselines").is_dir(), "the baseline is cached in the config's storage folder"
