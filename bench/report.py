@@ -32,6 +32,7 @@ from bench.results import (  # noqa: E402
     by_seed_groups,
     differs,
     holds,
+    model_label,
     spread,
     summarize,
 )
@@ -81,7 +82,7 @@ def protection_rows(encrypts: list[JobResult]) -> list[ProtectionRow]:
     groups: dict[tuple, list[JobResult]] = defaultdict(list)
     for r in encrypts:
         p = r.params
-        groups[(p["dataset"], p["model"], p["method"], p["cell"])].append(r)
+        groups[(p["dataset"], model_label(p), p["method"], p["cell"])].append(r)
     rows = []
     for (dataset, model, method, cell), rs in sorted(groups.items(), key=lambda kv: _order(kv[0])):
         m = lambda k: [r.metrics[k] for r in rs if k in r.metrics]  # noqa: E731

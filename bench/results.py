@@ -113,11 +113,19 @@ def summarize(rows: Iterable[AttackRow], reference: str = "scratch") -> list[Sum
     return out
 
 
+def model_label(params: Mapping[str, Any]) -> str:
+    """A model's name with its arguments, ``vgg_compact(width=16)``, so that two entries of one model with
+    different arguments stay apart in summaries and reports (params read back from MLflow are strings, and
+    print the same)."""
+    args = sorted((k.removeprefix("model."), v) for k, v in params.items() if k.startswith("model."))
+    return f"{params['model']}({', '.join(f'{k}={v}' for k, v in args)})" if args else str(params["model"])
+
+
 def attack_row(result: JobResult) -> AttackRow:
     """An attack job's result (fresh, or read back from MLflow with string params) as an AttackRow."""
     p, m = result.params, result.metrics
     return AttackRow(
-        dataset=str(p["dataset"]), model=str(p["model"]), method=p.get("method"), cell=p.get("cell"),
+        dataset=str(p["dataset"]), model=model_label(p), method=p.get("method"), cell=p.get("cell"),
         fraction=float(p["fraction"]), seed=int(p["seed"]), attack=str(p["attack"]),
         acc_attacked=m["acc_attacked"], val_attacked=m["val_attacked"], metrics=dict(m),
     )

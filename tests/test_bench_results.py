@@ -6,7 +6,19 @@ import math
 
 import pytest
 
-from bench.results import AttackRow, JobResult, attack_row, differs, holds, recovery, spread, summarize, summary_result
+from bench.report import protection_rows
+from bench.results import (
+    AttackRow,
+    JobResult,
+    attack_row,
+    differs,
+    holds,
+    model_label,
+    recovery,
+    spread,
+    summarize,
+    summary_result,
+)
 
 
 def row(attack: str, acc: float, val: float, *, seed: int = 0, method: str | None = "advparams",
@@ -63,3 +75,18 @@ def test_results_round_trip_through_string_params() -> None:
     assert logged.kind == "summary" and logged.params["best_attack"] == "clip"
     assert logged.metrics["stolen_value_points"] == pytest.approx(20.0)
     assert summary_result(s).job_id == logged.job_id  # stable id: a rerun replaces, not duplicates
+
+
+def test_entries_of_one_model_with_other_arguments_stay_apart() -> None:
+    def encrypt(width: object, acc: float) -> JobResult:
+        params = {"dataset": "cifar10", "model": "vgg_compact", "model.width": width, "method": "advparams",
+                  "cell": "n=64,eps=1", "budget.max_params": 64, "budget.eps": 1.0}
+        return JobResult("e", "encrypt", "e", params=params, metrics={"acc_clean": 0.8, "acc_encrypted": acc})
+
+    rows = protection_rows([encrypt(16, 0.1), encrypt("16", 0.2), encrypt(64, 0.3)])  # "16": read back from MLflow
+    assert [(r.model, r.encrypted.n) for r in rows] == [("vgg_compact(width=16)", 2), ("vgg_compact(width=64)", 1)]
+    assert model_label({"model": "lenet5"}) == "lenet5"
+    row = attack_row(JobResult("a", "attack", "a", params={"dataset": "d", "model": "resnet", "model.width": 8,
+                                                           "model.depth": 2, "fraction": 0.1, "seed": 0, "attack": "x"},
+                               metrics={"acc_attacked": 0.5, "val_attacked": 0.5}))
+    assert row.model == "resnet(depth=2, width=8)"
