@@ -28,7 +28,7 @@ from bench.config import SweepConfig
 from bench.data import default_data_root
 from bench.errors import BenchError
 from bench.jobs import JobContext, run_job
-from bench.plan import EncryptJob, Job, Storage, TrainJob, dependencies, plan_for, stable_hash
+from bench.plan import EncryptJob, Job, Plan, Storage, TrainJob, dependencies, plan_for, stable_hash
 from bench.results import JobResult, attack_row, summarize, summary_result
 from bench.tracking import Tracker, check_uri
 from bench.workflow import DataOptions
@@ -45,6 +45,16 @@ def outputs_exist(job: Job, storage: Storage) -> bool:
     if isinstance(job, EncryptJob):
         return storage.encrypted(job).is_file() and storage.key(job).is_file()
     return True
+
+
+def stages(plan: Plan, cfg: SweepConfig) -> list[list[Job]]:
+    """The jobs in the order they go to Ray, stage after stage. Ray starts whatever fits the free CPUs and
+    GPUs, so a training job asking for more than the encrypt and attack jobs could wait behind them until the
+    last of them has ended; such training jobs all run first, the rest once they have ended."""
+    train, others = cfg.jobs.train, (cfg.jobs.encrypt, cfg.jobs.attack)
+    if any(train.num_cpus > o.num_cpus or train.num_gpus > o.num_gpus for o in others):
+        return [list(plan.trains), [*plan.encrypts, *plan.attacks]]
+    return [plan.jobs]
 
 
 def check_resources(cfg: SweepConfig) -> None:
@@ -189,38 +199,39 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
     status = "FAILED"  # anything that ends the loop early, but Ctrl-C, leaves the sweep FAILED
     try:
         with bar.progress:
-            for job in plan.jobs:
-                if job.id in finished and outputs_exist(job, Storage(storage)):
-                    refs[job.id] = finished[job.id]
-                    outcome.results[job.id] = finished[job.id]
-                    outcome.counts[job.kind]["skipped"] += 1
-                    bar.counts["skipped"] += 1
-                    continue
-                res = getattr(cfg.jobs, job.kind)
-                ctx = JobContext(storage=storage, data=data, num_threads=max(1, int(res.num_cpus)),
-                                 acceleration=Acceleration(cfg.jobs.amp, cfg.jobs.channels_last))
-                ref = execute.options(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_retries=cfg.jobs.max_retries,
-                                      name=job.name).remote(job, ctx, *[refs[d] for d in dependencies(job)])
-                refs[job.id] = ref
-                pending[ref] = job
-            while pending:
-                bar.update(ready=len(pending))
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-                for ref in done:
-                    job = pending.pop(ref)
-                    try:
-                        result = ray.get(ref)
-                    except Exception as err:  # the job raised, or its upstream did: record it, go on
-                        result = _failure(job, err, [names[d] for d in dependencies(job) if _failed(refs[d])])
-                    tracker.log_result(result, parent)
-                    outcome.results[job.id] = result
-                    if result.status == "FINISHED":
-                        outcome.counts[job.kind]["done"] += 1
-                        bar.counts["done"] += 1
-                    else:
-                        outcome.failed.append(result)
-                        outcome.counts[job.kind]["failed"] += 1
-                        bar.counts["failed"] += 1
+            for stage in stages(plan, cfg):
+                for job in stage:
+                    if job.id in finished and outputs_exist(job, Storage(storage)):
+                        refs[job.id] = finished[job.id]
+                        outcome.results[job.id] = finished[job.id]
+                        outcome.counts[job.kind]["skipped"] += 1
+                        bar.counts["skipped"] += 1
+                        continue
+                    res = getattr(cfg.jobs, job.kind)
+                    ctx = JobContext(storage=storage, data=data, num_threads=max(1, int(res.num_cpus)),
+                                     acceleration=Acceleration(cfg.jobs.amp, cfg.jobs.channels_last))
+                    ref = execute.options(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_retries=cfg.jobs.max_retries,
+                                          name=job.name).remote(job, ctx, *[refs[d] for d in dependencies(job)])
+                    refs[job.id] = ref
+                    pending[ref] = job
+                while pending:
+                    bar.update(ready=len(pending))
+                    done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                    for ref in done:
+                        job = pending.pop(ref)
+                        try:
+                            result = ray.get(ref)
+                        except Exception as err:  # the job raised, or its upstream did: record it, go on
+                            result = _failure(job, err, [names[d] for d in dependencies(job) if _failed(refs[d])])
+                        tracker.log_result(result, parent)
+                        outcome.results[job.id] = result
+                        if result.status == "FINISHED":
+                            outcome.counts[job.kind]["done"] += 1
+                            bar.counts["done"] += 1
+                        else:
+                            outcome.failed.append(result)
+                            outcome.counts[job.kind]["failed"] += 1
+                            bar.counts["failed"] += 1
             bar.update(ready=0)
         rows = [attack_row(r) for r in outcome.results.values() if r.kind == "attack" and r.status == "FINISHED"]
         with ThreadPoolExecutor(1) as pool:  # every job has ended: Ray is no longer needed

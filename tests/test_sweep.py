@@ -109,3 +109,18 @@ def test_a_job_no_node_can_run_is_refused_not_waited_for(ray_session, tmp_path: 
     cfg = tiny_config(tmp_path, jobs={"attack": {"num_cpus": 1, "num_gpus": 1}})
     with pytest.raises(BenchError, match="jobs.attack asks for num_cpus=1, num_gpus=1, more than any node"):
         run_sweep(cfg)
+
+
+def test_training_jobs_that_ask_for_more_cpus_run_first(ray_session, tmp_path: Path) -> None:
+    from bench.sweep import stages
+
+    models = [{"name": "mlp", "training": {"epochs": 2}}, {"name": "cnn", "training": {"epochs": 6}}]
+    raw = {"datasets": [{"name": "digits", "owner_samples": 128, "models": models}],
+           "protect": {"methods": ["advparams"], "max_params": [4], "eps": [1.0]},
+           "attacks": {"names": ["clip"], "fractions": [0.2], "trials": 1}}
+    assert len(stages(plan_for(tiny_config(tmp_path, **raw)), tiny_config(tmp_path, **raw))) == 1
+    cfg = tiny_config(tmp_path, **raw, jobs={"train": {"num_cpus": 2}})
+    assert [len(s) for s in stages(plan_for(cfg), cfg)] == [2, 4]
+    assert run_sweep(cfg).ok
+    runs = runs_by_kind(cfg.tracking.uri, cfg.experiment)
+    assert max(r.info.start_time for r in runs["train"]) < min(r.info.start_time for r in runs["encrypt"])
