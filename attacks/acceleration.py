@@ -4,8 +4,8 @@ Both speed up convolutional networks on GPUs with tensor cores and rarely help o
 default) turns them on for CUDA only; ``on`` forces them anywhere (bfloat16 autocast on a CPU), ``off``
 never. Like torch's thread count, the setting is per process: a job sets it once (`use`) and every loop of
 `attacks.training` follows it. Encryption and the adaptive attack's gradient ranking stay in float32: a
-key's positions must not depend on rounding. Weights keep their dtype and layout outside a loop, so model
-files and keys are the same whatever the setting.
+key's positions must not depend on rounding. Weights leave a loop in their own dtype and contiguous, so
+model files and keys have the same form whatever the setting.
 """
 
 from __future__ import annotations
@@ -43,6 +43,12 @@ class Acceleration:
     def uses_channels_last(self, device: torch.device) -> bool:
         return _enabled(self.channels_last, device)
 
+    def describe(self, device: torch.device) -> dict[str, str]:
+        """What runs on ``device`` under this setting, as run tags: ``{"amp": "bfloat16", "channels_last": "on"}``."""
+        dtype = self.amp_dtype(device)
+        return {"amp": str(dtype).removeprefix("torch.") if dtype is not None else "off",
+                "channels_last": "on" if self.uses_channels_last(device) else "off"}
+
 
 def _enabled(mode: Mode, device: torch.device) -> bool:
     return mode == "on" or (mode == "auto" and device.type == "cuda")
@@ -76,17 +82,26 @@ def _has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
+_in_layout: set[int] = set()  # ids of the models inside a `layout` block now
+
+
 @contextmanager
 def layout(model: nn.Module, device: torch.device) -> Iterator[bool]:
     """Within the block, ``model``'s 4-D weights are channels_last when the setting asks for it and the model
-    has convolutions; after it they are contiguous again. Yields whether inputs should be converted too."""
+    has convolutions; after it they are contiguous again. Yields whether inputs should be converted too. A
+    block inside another for the same model (an evaluation during training) leaves the layout to the outer."""
     if not (_current.uses_channels_last(device) and _has_conv(model)):
         yield False
         return
+    if id(model) in _in_layout:
+        yield True
+        return
     model.to(memory_format=torch.channels_last)
+    _in_layout.add(id(model))
     try:
         yield True
     finally:
+        _in_layout.discard(id(model))
         model.to(memory_format=torch.contiguous_format)
 
 

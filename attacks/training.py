@@ -108,12 +108,16 @@ def train(
                 opt.zero_grad(set_to_none=True)
                 with acceleration.autocast(device):
                     loss = loss_fn(model(x), y)
+                scale = scaler.get_scale() if scaler.is_enabled() else 1.0
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
-                sched.step()
-                total_loss += float(loss.detach()) * len(y)
-                count += len(y)
+                # A float16 overflow makes the scaler skip the step (and lower its scale): the schedule
+                # then waits, and the loss stays out of the epoch's mean.
+                if not scaler.is_enabled() or scaler.get_scale() >= scale:
+                    sched.step()
+                    total_loss += float(loss.detach()) * len(y)
+                    count += len(y)
                 if on_batch is not None:
                     on_batch()
             if on_epoch is not None:

@@ -52,11 +52,7 @@ class JobContext:
 def _environment_tags() -> dict[str, str]:
     device = compute_device()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    setting = acceleration.current()
-    dtype = setting.amp_dtype(device)
-    return {"host": platform.node(), "device": f"{device.type}:{name}",
-            "amp": str(dtype).removeprefix("torch.") if dtype is not None else "off",
-            "channels_last": "on" if setting.uses_channels_last(device) else "off"}
+    return {"host": platform.node(), "device": f"{device.type}:{name}", **acceleration.current().describe(device)}
 
 
 def _train_params(job: TrainJob) -> dict:

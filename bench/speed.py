@@ -314,10 +314,9 @@ def acceleration_cost(cfg: SweepConfig) -> list[AccelerationTiming]:
 
                 _median_seconds(once)
                 epoch, evaluation, acc = (statistics.median(r[i] for r in runs) for i in range(3))
-                dtype = setting.amp_dtype(device)
-                rows.append(AccelerationTiming(job.dataset, job.model, device.type, str(dtype).removeprefix("torch.")
-                                               if dtype is not None else "off", setting.uses_channels_last(device),
-                                               epoch, evaluation, acc))
+                used = setting.describe(device)
+                rows.append(AccelerationTiming(job.dataset, job.model, device.type, used["amp"],
+                                               used["channels_last"] == "on", epoch, evaluation, acc))
     finally:
         torch.set_num_threads(threads)
         acceleration.use(Acceleration())

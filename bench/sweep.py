@@ -1,7 +1,8 @@
 """The sweep's driver: plan the grid, run the missing jobs on Ray, log every result to MLflow.
 
 Ray schedules the jobs (train -> encrypt -> attack, dependencies passed as object refs, so each job starts
-when its inputs exist and wherever the cluster has room); this driver only submits them, waits for results
+when its inputs exist and wherever the cluster has room; training jobs that need more CPUs or GPUs than the
+others all run first, see `stages`); this driver only submits them, waits for results
 and logs each one the moment it arrives, so a driver killed mid-sweep loses nothing that finished. Jobs
 whose id already has a FINISHED run are skipped; a job that raises is logged as FAILED and the sweep goes
 on; a worker or node lost mid-job is retried by Ray (`jobs.max_retries`).
@@ -50,7 +51,8 @@ def outputs_exist(job: Job, storage: Storage) -> bool:
 def stages(plan: Plan, cfg: SweepConfig) -> list[list[Job]]:
     """The jobs in the order they go to Ray, stage after stage. Ray starts whatever fits the free CPUs and
     GPUs, so a training job asking for more than the encrypt and attack jobs could wait behind them until the
-    last of them has ended; such training jobs all run first, the rest once they have ended."""
+    last of them has ended; such training jobs all run first, the rest once they have ended (so the attacks
+    of a fast baseline wait for the slowest one: the price of never starving a training job)."""
     train, others = cfg.jobs.train, (cfg.jobs.encrypt, cfg.jobs.attack)
     if any(train.num_cpus > o.num_cpus or train.num_gpus > o.num_gpus for o in others):
         return [list(plan.trains), [*plan.encrypts, *plan.attacks]]
@@ -68,7 +70,9 @@ def check_resources(cfg: SweepConfig) -> None:
 
 
 def sweep_id(cfg: SweepConfig) -> str:
-    return stable_hash(cfg.model_dump(exclude={"tracking"}))
+    """The grid's identity: execution settings (`jobs`: resources, retries, acceleration) and tracking are not
+    part of it, so a rerun with other resources reopens the same parent run."""
+    return stable_hash(cfg.model_dump(exclude={"tracking", "jobs"}))
 
 
 def connect(address: str | None, runtime_env: dict | None, local_cpus: int | None = None) -> bool:
@@ -183,13 +187,13 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
         try:
             tracker, finished = opening.result()
             check_resources(cfg)
-        except BenchError:
+            parent = tracker.open_sweep(sweep_id(cfg), cfg.name,
+                                        {"config": cfg.model_dump_json(), **{f"jobs.{k}": v for k, v in plan.counts().items()}},
+                                        [j.id for j in plan.jobs])
+        except BaseException:  # a store that cannot be read or written, a cluster too small: Ray goes too
             if started:
                 ray.shutdown()
             raise
-    parent = tracker.open_sweep(sweep_id(cfg), cfg.name,
-                                {"config": cfg.model_dump_json(), **{f"jobs.{k}": v for k, v in plan.counts().items()}},
-                                [j.id for j in plan.jobs])
     outcome = SweepOutcome(counts={k: Counter() for k in ("train", "encrypt", "attack")}, parent_run_id=parent)
     refs: dict[str, Any] = {}
     pending: dict[Any, Job] = {}

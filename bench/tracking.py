@@ -147,7 +147,8 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
 
     def log_result(self, result: JobResult, parent_id: str) -> str:
-        """One run for one job; earlier FAILED runs of the same job are removed once it finishes."""
+        """One run for one job; once it finishes, the job's earlier FAILED runs are removed (those in the store
+        when `finished` read it, and those this tracker logged; without that read, every one)."""
         tags = {**result.tags, PARENT_TAG: parent_id, "job_id": result.job_id, "kind": result.kind, **self.code}
         if result.error:
             tags["error"] = result.error[:MAX_TAG]

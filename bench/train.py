@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
+from attacks import acceleration
 from attacks.training import accuracy, train
 from bench.config import Training
 from bench.data import DataSet
@@ -63,7 +64,8 @@ def train_baseline(
         on_batch=on_batch,
     )
     acc = accuracy(model, data.test)
-    extra = {"state": "clean", "seed": job.seed, "training": settings.model_dump(), "test_accuracy": acc}
+    extra = {"state": "clean", "seed": job.seed, "training": settings.model_dump(), "test_accuracy": acc,
+             **acceleration.current().describe(device)}
     if job.dataset_path:
         extra["data_path"] = job.dataset_path
     spec = ModelSpec(

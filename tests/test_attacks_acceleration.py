@@ -3,6 +3,8 @@ training and evaluation loops really run under it without leaving a trace on the
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from attacks.acceleration import Acceleration
 from attacks.training import accuracy, train
 from bench.data import load_dataset
 from bench.jobs import JobContext, run_train
+from bench.modelfile import load_model
 from bench.models import build_model
 from bench.plan import TrainJob
 from bench.workflow import DataOptions
@@ -83,6 +86,8 @@ def test_a_job_uses_its_setting_and_tags_what_it_used(tmp_path: Path) -> None:
     assert (forced.tags["amp"], forced.tags["channels_last"]) == ("bfloat16", "on")
     [a], [b] = ((tmp_path / f / "baselines").glob("*.safetensors") for f in ("a", "b"))
     assert a.name == b.name and a.read_bytes() != b.read_bytes(), "the setting is not part of the job id, but it ran"
+    assert [(spec.extra["amp"], spec.extra["channels_last"]) for spec in (load_model(a)[1], load_model(b)[1])] == [
+        ("off", "off"), ("bfloat16", "on")], "a baseline file records what it was trained with"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; this machine has none")
@@ -91,3 +96,35 @@ def test_auto_on_cuda_trains_with_autocast(tmp_path: Path) -> None:
     result = run_train(job, JobContext(tmp_path, DataOptions()))
     assert result.tags["device"].startswith("cuda:") and result.tags["amp"] in ("bfloat16", "float16")
     assert result.tags["channels_last"] == "on" and result.metrics["acc_clean"] > 0.8
+
+
+def test_an_evaluation_during_training_keeps_the_layout() -> None:
+    acceleration.use(Acceleration("off", "on"))
+    ds = load_dataset("digits")
+    torch.manual_seed(0)
+    model = build_model("cnn", num_classes=ds.num_classes, input_shape=ds.input_shape)
+    conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # in_channels > 1: layouts differ
+    seen = []
+
+    def evaluate(epoch: int, loss: float) -> None:  # as fit() does with its Optuna report
+        accuracy(model, ds.test)
+        seen.append(conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous())
+
+    train(model, ds.train, epochs=3, lr=0.05, batch_size=64, on_epoch=evaluate)
+    assert seen == [True, True, True] and conv.weight.is_contiguous()
+
+
+def test_steps_the_float16_scaler_skips_leave_the_schedule_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scale far too large overflows float16 for the first ~25 steps; each is skipped, schedule included."""
+    monkeypatch.setattr(Acceleration, "amp_dtype", lambda self, device: torch.float16)
+    monkeypatch.setattr(acceleration, "grad_scaler", lambda device: torch.amp.GradScaler(device.type, init_scale=2.0**40))
+    acceleration.use(Acceleration("on", "off"))
+    ds = load_dataset("digits")
+    torch.manual_seed(0)
+    model = build_model("cnn", num_classes=ds.num_classes, input_shape=ds.input_shape)
+    losses: list[float] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(model, ds.train, epochs=4, lr=0.05, batch_size=64, on_epoch=lambda e, loss: losses.append(loss))
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+    assert all(math.isfinite(v) for v in losses) and accuracy(model, ds.test) > 0.8
