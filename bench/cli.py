@@ -415,7 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not "Creating initial MLflow database tables"
+    # MLflow's own chatter ("Creating initial MLflow database tables", artifact download bars) is not the
+    # user's business; MLflow sets its loggers up when imported, so it is told before that, and a user's
+    # own setting of these variables wins.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         args.func(args)
     except USER_ERRORS as err:
