@@ -18,7 +18,8 @@ import torch
 
 from attacks import AttackerBudget, acceleration
 from attacks.acceleration import Acceleration
-from bench.data import DataSet
+from bench.config import SweepConfig
+from bench.data import DataSet, default_data_root
 from bench.modelfile import load_model
 from bench.models import build_model
 from bench.plan import AttackJob, EncryptJob, Job, Storage, TrainJob
@@ -35,6 +36,14 @@ class JobContext:
     data: DataOptions
     num_threads: int = 1
     acceleration: Acceleration = Acceleration()
+
+    @classmethod
+    def for_config(cls, cfg: SweepConfig, num_threads: int = 1) -> JobContext:
+        """The context of ``cfg``'s jobs: its storage and data root (resolved, so every node and process reads
+        the same folders), its acceleration setting, ``num_threads`` torch threads."""
+        root = Path(cfg.data_root) if cfg.data_root else default_data_root()
+        return cls(storage=Path(cfg.storage).resolve(), data=DataOptions(root.resolve(), cfg.download),
+                   num_threads=max(1, num_threads), acceleration=Acceleration(cfg.jobs.amp, cfg.jobs.channels_last))
 
     def prepare(self) -> Storage:
         torch.set_num_threads(max(1, self.num_threads))

@@ -18,22 +18,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from attacks.acceleration import Acceleration
 from bench.config import SweepConfig, load_config
-from bench.data import default_data_root
 from bench.errors import BenchError
 from bench.jobs import JobContext, run_job
 from bench.plan import dependencies, plan_for
 from bench.results import JobResult
-from bench.workflow import DataOptions
 
 
 def run_loop(cfg: SweepConfig, *, threads: int = 1) -> dict[str, JobResult]:
     """Every job of ``cfg`` in plan order, each given its upstream results; a failing job stops the loop."""
-    data = DataOptions(root=(Path(cfg.data_root) if cfg.data_root else default_data_root()).resolve(),
-                       download=cfg.download)
-    ctx = JobContext(storage=Path(cfg.storage).resolve(), data=data, num_threads=threads,
-                     acceleration=Acceleration(cfg.jobs.amp, cfg.jobs.channels_last))
+    ctx = JobContext.for_config(cfg, threads)
     results: dict[str, JobResult] = {}
     for job in plan_for(cfg).jobs:
         results[job.id] = run_job(job, ctx, *[results[d] for d in dependencies(job)])
@@ -55,11 +49,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.set)
         start = time.perf_counter()
-        results = run_loop(cfg, threads=max(1, args.threads))
+        results = run_loop(cfg, threads=args.threads)
     except BenchError as err:
         print(f"bench.loop: error: {err}", file=sys.stderr)
         return 2
-    figures = {"jobs": len(results), "seconds": time.perf_counter() - start, "peak_rss_mib": rss_mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)}
+    seconds = time.perf_counter() - start
+    figures = {"jobs": len(results), "seconds": seconds,
+               "peak_rss_mib": rss_mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)}
     print(f"{figures['jobs']} jobs in {figures['seconds']:.1f} s")
     if args.result:
         args.result.write_text(json.dumps(figures))

@@ -59,7 +59,7 @@ from bench.plan import EncryptJob, TrainJob, plan_for
 from bench.sweep import run_sweep
 from bench.tracking import Tracker
 from bench.train import compute_device
-from bench.workflow import OWNER_BATCH, DataOptions, EncryptOutcome, encrypt_file
+from bench.workflow import OWNER_BATCH, EncryptOutcome, encrypt_file
 
 #: The second encryption-cost target, run when the real data sets are available.
 FASHION_DATASET = "fashion_mnist"
@@ -95,6 +95,7 @@ class EncryptionCost:
 @dataclass(frozen=True)
 class AccelerationTiming:
     """One training epoch and one test-set evaluation of a fresh model under one acceleration setting."""
+    train_id: str  # the train job whose model and training settings were timed
     dataset: str
     model: str
     device: str
@@ -116,6 +117,8 @@ class SweepTiming:
     peak_rss_mib: float | None = None  # of the worker (sweep) or the process (loop); None: not measured
     note: str = ""
     command_seconds: float = 0.0  # the whole subprocess, from its start to its end: Python, imports and all
+    ray_start_seconds: float | None = None  # within ``seconds``: starting Ray (and the cluster's nodes); None: not timed
+    ray_stop_seconds: float | None = None  # within ``seconds``: shutting them down
 
     @property
     def jobs_per_minute(self) -> float:
@@ -197,13 +200,14 @@ class SpeedReport:
             f"{len(self.pair_ratios)} pair(s) of runs, sweep then loop, one after the other; the table holds each command's "
             f"median run. Command ratio of each pair: {', '.join(f'{r:.3f}' for r in self.pair_ratios)}.",
             "",
-            f"**Scaling** (sweep driver, the config's jobs; the cluster's time includes starting its {CLUSTER_NODES + 1} "
-            "nodes)",
+            f"**Scaling** (sweep driver, the config's jobs; seconds from Ray's start, which for the cluster includes "
+            f"starting its {CLUSTER_NODES + 1} nodes, to the sweep's end; Ray's shutdown follows)",
             "",
-            *_table(["setting", "CPUs", "jobs", "seconds", "jobs per minute", "speed-up"],
+            *_table(["setting", "CPUs", "jobs", "seconds", "of which Ray's start", "Ray's shutdown (after)", "jobs per minute",
+                     "speed-up"],
                     [_scaling_row(t, self.ray_one) for t in self.local]
                     + [_scaling_row(self.cluster, self.ray_one) if self.cluster is not None
-                       else ["simulated cluster", str(CLUSTER_NODES), "skipped (--skip-cluster)", "", "", ""]]),
+                       else ["simulated cluster", str(CLUSTER_NODES), "skipped (--skip-cluster)", "", "", "", "", ""]]),
             "",
             "**Peak memory** (peak RSS, `getrusage` ru_maxrss)",
             "",
@@ -229,8 +233,8 @@ def _jobs(t: SweepTiming) -> str:
 
 
 def _scaling_row(t: SweepTiming, base: SweepTiming) -> list[str]:
-    return [t.label, str(t.cpus), _jobs(t), f"{t.seconds:.1f}", f"{t.jobs_per_minute:.1f}",
-            f"{t.jobs_per_minute / base.jobs_per_minute:.2f}"]
+    return [t.label, str(t.cpus), _jobs(t), f"{t.seconds:.1f}", f"{t.ray_start_seconds:.1f}", f"{t.ray_stop_seconds:.1f}",
+            f"{t.jobs_per_minute:.1f}", f"{t.jobs_per_minute / base.jobs_per_minute:.2f}"]
 
 
 def _peak(t: SweepTiming) -> str:
@@ -265,16 +269,11 @@ def encryption_configs(cfg: SweepConfig, fashion_root: str | None) -> tuple[list
     return [*configs, parse_config(fashion, f"{FASHION_DATASET} (encryption cost)")], []
 
 
-def _context(cfg: SweepConfig) -> JobContext:
-    """A job context for ``cfg``'s storage and data, one torch thread, the config's acceleration setting."""
-    return JobContext(Path(cfg.storage), DataOptions(Path(cfg.data_root) if cfg.data_root else None, cfg.download),
-                      acceleration=Acceleration(cfg.jobs.amp, cfg.jobs.channels_last))
-
-
-def encryption_cost(cfg: SweepConfig) -> list[EncryptionCost]:
-    """Time AdvParams at every cell of ``cfg`` (a config from `encryption_configs`) against one epoch, with one
-    torch thread as a sweep job has; each baseline is trained once and kept in the config's storage folder."""
-    ctx = _context(cfg)
+def encryption_cost(cfg: SweepConfig, epochs: dict[str, float]) -> list[EncryptionCost]:
+    """Time AdvParams at every cell of ``cfg`` (a config from `encryption_configs`) against one epoch of each
+    baseline (``epochs``, seconds by train job id, as `acceleration_cost` timed it under the config's setting),
+    with one torch thread as a sweep job has; each baseline is trained once and kept in the config's storage."""
+    ctx = JobContext.for_config(cfg)
     plan = plan_for(cfg)
     rows: list[EncryptionCost] = []
     threads = torch.get_num_threads()
@@ -282,8 +281,8 @@ def encryption_cost(cfg: SweepConfig) -> list[EncryptionCost]:
         storage = ctx.prepare()
         for job in plan.trains:
             run_train(job, ctx)  # a cache hit when the baseline file exists
-            epoch = _median_seconds(lambda: _one_epoch(job, ctx.dataset(job))[0])
-            rows.extend(_encryption(enc, storage.baseline(job), ctx, epoch) for enc in plan.encrypts if enc.train == job)
+            rows.extend(_encryption(enc, storage.baseline(job), ctx, epochs[job.id])
+                        for enc in plan.encrypts if enc.train == job)
     finally:
         torch.set_num_threads(threads)
     return rows
@@ -295,7 +294,7 @@ ACCELERATION_SETTINGS = (("off", "off"), ("on", "off"), ("off", "on"), ("on", "o
 
 def acceleration_cost(cfg: SweepConfig) -> list[AccelerationTiming]:
     """One epoch and one evaluation of each of ``cfg``'s models under every setting, on the compute device."""
-    ctx = _context(cfg)
+    ctx = JobContext.for_config(cfg)
     device = compute_device()
     rows: list[AccelerationTiming] = []
     threads = torch.get_num_threads()
@@ -315,12 +314,19 @@ def acceleration_cost(cfg: SweepConfig) -> list[AccelerationTiming]:
                 _median_seconds(once)
                 epoch, evaluation, acc = (statistics.median(r[i] for r in runs) for i in range(3))
                 used = setting.describe(device)
-                rows.append(AccelerationTiming(job.dataset, job.model, device.type, used["amp"],
+                rows.append(AccelerationTiming(job.id, job.dataset, job.model, device.type, used["amp"],
                                                used["channels_last"] == "on", epoch, evaluation, acc))
     finally:
         torch.set_num_threads(threads)
         acceleration.use(Acceleration())
     return rows
+
+
+def epochs_at(rows: list[AccelerationTiming], setting: Acceleration) -> dict[str, float]:
+    """One epoch's seconds of each timed model under ``setting`` (as it resolves on the compute device)."""
+    used = setting.describe(compute_device())
+    return {a.train_id: a.epoch_seconds for a in rows
+            if a.amp == used["amp"] and a.channels_last == (used["channels_last"] == "on")}
 
 
 def _one_epoch(job: TrainJob, ds: DataSet) -> tuple[float, float, float]:
@@ -388,16 +394,20 @@ def _sweep_here(cfg: SweepConfig, cpus: int, cluster: bool) -> dict[str, Any]:
     else:
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         label = f"local Ray, {cpus} worker{'s' if cpus > 1 else ''} (sweep driver, MLflow on SQLite)"
+    started = time.perf_counter()
     try:
         outcome = run_sweep(cfg, console=Console(file=io.StringIO()))
         seconds = time.perf_counter() - start
         peak, note = _worker_peak() if cpus == 1 and not cluster else (None, "measured on the 1-CPU local run only")
     finally:
+        stopping = time.perf_counter()
         ray.shutdown()
         if nodes is not None:
             nodes.shutdown()
+        stopped = time.perf_counter()
     done = sum(c["done"] for c in outcome.counts.values())
-    return asdict(SweepTiming(label, cpus, done, len(outcome.failed), seconds, peak, note))
+    return asdict(SweepTiming(label, cpus, done, len(outcome.failed), seconds, peak, note,
+                              ray_start_seconds=started - start, ray_stop_seconds=stopped - stopping))
 
 
 def child(request: str, result: str) -> None:
@@ -478,10 +488,11 @@ def run_benchmark(cfg: SweepConfig, *, command: str, workers: int = 2, skip_clus
     accelerated: list[AccelerationTiming] = []
     for c in configs:
         models = ", ".join(f"{d.name}/{m.name}" for d in c.datasets for m in d.models)
-        progress(f"encryption cost: {models}")
-        encryption.extend(encryption_cost(c))
         progress(f"mixed precision and channels_last: {models}")
-        accelerated.extend(acceleration_cost(c))
+        timed = acceleration_cost(c)
+        accelerated.extend(timed)
+        progress(f"encryption cost: {models}")
+        encryption.extend(encryption_cost(c, epochs_at(timed, Acceleration(c.jobs.amp, c.jobs.channels_last))))
     pairs = []
     for i in range(repeats):
         progress(f"harness overhead {i + 1}/{repeats}: `advparams sweep` on a 1-CPU local Ray, then `python -m bench.loop`")

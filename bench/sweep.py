@@ -16,7 +16,6 @@ import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -24,15 +23,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from attacks.acceleration import Acceleration
 from bench.config import SweepConfig
-from bench.data import default_data_root
 from bench.errors import BenchError
 from bench.jobs import JobContext, run_job
 from bench.plan import EncryptJob, Job, Plan, Storage, TrainJob, dependencies, plan_for, stable_hash
 from bench.results import JobResult, attack_row, summarize, summary_result
 from bench.tracking import Tracker, check_uri
-from bench.workflow import DataOptions
 
 #: Jobs on Ray workers. The function lives in `bench.jobs`, which a worker imports by reference: not this
 #: module, whose MLflow and progress-bar imports a worker never needs.
@@ -175,8 +171,9 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
     console = console or Console(stderr=True)
     start = time.perf_counter()
     plan = plan_for(cfg)
-    data = DataOptions(root=(Path(cfg.data_root) if cfg.data_root else default_data_root()).resolve(), download=cfg.download)
-    storage = Path(cfg.storage).resolve()
+    contexts = {kind: JobContext.for_config(cfg, int(getattr(cfg.jobs, kind).num_cpus))
+                for kind in ("train", "encrypt", "attack")}
+    storage = Storage(contexts["train"].storage)
     uri = tracking_uri or cfg.tracking.uri
     check_uri(uri)  # refused before anything starts: a malformed URI, a CPU count for a cluster
     if local_cpus is not None and (address or os.environ.get("RAY_ADDRESS")):
@@ -205,17 +202,15 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
         with bar.progress:
             for stage in stages(plan, cfg):
                 for job in stage:
-                    if job.id in finished and outputs_exist(job, Storage(storage)):
+                    if job.id in finished and outputs_exist(job, storage):
                         refs[job.id] = finished[job.id]
                         outcome.results[job.id] = finished[job.id]
                         outcome.counts[job.kind]["skipped"] += 1
                         bar.counts["skipped"] += 1
                         continue
                     res = getattr(cfg.jobs, job.kind)
-                    ctx = JobContext(storage=storage, data=data, num_threads=max(1, int(res.num_cpus)),
-                                     acceleration=Acceleration(cfg.jobs.amp, cfg.jobs.channels_last))
                     ref = execute.options(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_retries=cfg.jobs.max_retries,
-                                          name=job.name).remote(job, ctx, *[refs[d] for d in dependencies(job)])
+                                          name=job.name).remote(job, contexts[job.kind], *[refs[d] for d in dependencies(job)])
                     refs[job.id] = ref
                     pending[ref] = job
                 while pending:

@@ -72,7 +72,7 @@ def test_amp_and_channels_last_train_on_a_cpu_and_leave_plain_float32_weights(tm
     assert accuracy(fast, ds.test) > 0.85
 
 
-def test_the_same_setting_gives_the_same_weights(tmp_path: Path) -> None:
+def test_the_same_setting_gives_the_same_weights() -> None:
     first, _ = _digits_cnn(Acceleration("on", "on"))
     again, _ = _digits_cnn(Acceleration("on", "on"))
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in first.state_dict().items())

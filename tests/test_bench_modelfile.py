@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import torch_pruning as tp
-from model_shapes import NATURAL
+from model_shapes import NATURAL, importable_module
 from safetensors.torch import save_file
 from torch import nn
 
@@ -154,11 +153,7 @@ def depthwise(num_classes, input_shape):
 @pytest.fixture
 def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A user's model module written to tmp_path and importable under a unique name."""
-    name = f"user_file_models_{tmp_path.name.replace('-', '_')}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(USER_MODULE))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield name
-    sys.modules.pop(name, None)
+    yield from importable_module(USER_MODULE, tmp_path, monkeypatch, "user_file_models")
 
 
 def test_shared_layers_stay_shared(tmp_path: Path, user_module: str) -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from model_shapes import NATURAL
+from model_shapes import NATURAL, importable_module
 from torch import nn
 
 from bench import models
@@ -122,11 +120,7 @@ def wrong_output(num_classes, input_shape):
 @pytest.fixture
 def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A user's model module written to tmp_path and importable under a unique name."""
-    name = f"user_models_{tmp_path.name.replace('-', '_')}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(USER_MODULE))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield name
-    sys.modules.pop(name, None)
+    yield from importable_module(USER_MODULE, tmp_path, monkeypatch, "user_models")
 
 
 def test_user_factory(user_module: str) -> None:

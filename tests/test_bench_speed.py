@@ -68,6 +68,9 @@ def test_tiny_benchmark_prints_every_row_with_positive_figures(tmp_path: Path) -
     assert all(a.epoch_seconds > 0 and a.eval_seconds > 0 and 0 < a.accuracy <= 1 for a in report.acceleration)
     [enc] = report.encryption
     assert enc.passes == 4 and enc.seconds > 0 and enc.epoch_seconds > 0 and enc.acc_encrypted < enc.acc_clean
+    float32 = next(a for a in report.acceleration if a.amp == "off" and not a.channels_last)
+    assert enc.epoch_seconds == float32.epoch_seconds, "the share of an epoch uses the epoch timed under auto (CPU)"
+    assert 0 < report.ray_one.ray_start_seconds < report.ray_one.seconds and report.ray_one.ray_stop_seconds > 0
     assert (tmp_path / "storage" / "baselines").is_dir(), "the baseline is cached in the config's storage folder"
     assert report.cli.done == report.loop.done == report.ray_one.done == 4
     assert report.cli.failed == report.ray_one.failed == 0
