@@ -1,10 +1,10 @@
 """The attacker's side of the AdvParams benchmark: attack plugins, their registry and tuning.
 
 An attack sees the encrypted model, its own data and its budget, never the key, so this package
-imports nothing from ``protect`` or ``bench``. Importing it registers the built-in attacks.
+imports nothing from ``protect`` or ``bench``. The built-in attacks live in ``attacks.builtin``, one
+module per attack; the registry ``ATTACKS`` finds them, and plugins, on its first lookup.
 """
 
-from attacks import adaptive, clip, finetune, magnitude_prune, prune, quantize, scratch  # noqa: F401
 from attacks.base import (
     Attack,
     AttackerBudget,
@@ -15,6 +15,7 @@ from attacks.base import (
     Report,
 )
 from attacks.registry import (
+    ATTACKS,
     ENTRY_POINT_GROUP,
     attack_names,
     get_attack,
@@ -24,6 +25,7 @@ from attacks.registry import (
 from attacks.tuning import TrialRecord, TuningResult, tune
 
 __all__ = [
+    "ATTACKS",
     "ENTRY_POINT_GROUP",
     "Attack",
     "AttackError",

@@ -3,21 +3,25 @@
 Modelled on ART's ``attack_params``/``_check_params``: every attack declares its parameters as
 typed :class:`Param` records, so one method (:meth:`Attack.check_params`) validates input from any
 source (command line strings, configs, Optuna) and one method derives the tuning search space.
-An attack sees the encrypted model, its own data and its budget; never the key.
+As ART's ``generate``, :meth:`Attack.run` does what every attack does (check the inputs, copy the
+model) and then calls the attack's own step, :meth:`Attack.attack`. An attack sees the encrypted
+model, its own data and its budget; never the key.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, final
 
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
+
+from common.errors import UserError
+from common.params import Param, ParamError, check_values
 
 if TYPE_CHECKING:
     import optuna
@@ -25,119 +29,9 @@ if TYPE_CHECKING:
 Report = Callable[[int, float], None]
 """``report(step, val_accuracy)``: lets a tuner see progress and stop a hopeless trial early."""
 
-_KINDS = ("int", "float", "bool", "choice")
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
 
-
-class AttackError(ValueError):
+class AttackError(UserError):
     """Bad input to an attack; the message is one line naming the offending parameter or value."""
-
-
-def _fmt(value: float | None, kind: str) -> str:
-    """A range bound as a user reads it: ``4096`` for an int, ``1e-05`` or ``1.0`` for a float."""
-    if value is None:
-        return "inf"
-    return str(int(value)) if kind == "int" else repr(float(value))
-
-
-@dataclass(frozen=True)
-class Param:
-    """One declared, typed, tunable attack parameter.
-
-    ``low``/``high`` bound ``int`` and ``float`` values (inclusive); ``log`` samples them on a log
-    scale when tuning. ``epochs_bound`` marks an int whose upper bound is the budget's epochs (its
-    ``high`` is then unused and its default is clipped to the budget). ``tune=False`` keeps the
-    default unless the user fixes a value.
-    """
-
-    name: str
-    kind: Literal["int", "float", "bool", "choice"]
-    default: Any
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: tuple[Any, ...] | None = None
-    tune: bool = True
-    help: str = ""
-    epochs_bound: bool = False
-
-    def __post_init__(self) -> None:
-        where = f"param {self.name!r}"
-        if self.kind not in _KINDS:
-            raise AttackError(f"{where}: kind {self.kind!r} is not one of {', '.join(_KINDS)}")
-        if self.kind == "choice" and not self.choices:
-            raise AttackError(f"{where}: a choice needs a non-empty 'choices' tuple")
-        if self.low is not None and self.high is not None and self.low > self.high:
-            raise AttackError(f"{where}: low {self.low} is above high {self.high}")
-        if self.log and (self.low is None or self.low <= 0):
-            raise AttackError(f"{where}: a log range needs low > 0")
-        if self.epochs_bound and self.kind != "int":
-            raise AttackError(f"{where}: only an int can be bound by the budget's epochs")
-        if self.tune and self.kind in ("int", "float") and self.low is None:
-            raise AttackError(f"{where}: a tunable number needs 'low'")
-        if self.tune and self.kind in ("int", "float") and self.high is None and not self.epochs_bound:
-            raise AttackError(f"{where}: a tunable number needs 'high'")
-        self.check(self.default, None)  # a default must pass its own validation
-
-    def bounds(self, budget: AttackerBudget | None) -> tuple[float | None, float | None]:
-        """The inclusive range a value must lie in, with the budget's epochs as the cap if bound."""
-        if self.epochs_bound and budget is not None:
-            return self.low, budget.epochs
-        return self.low, self.high
-
-    def default_for(self, budget: AttackerBudget | None) -> Any:
-        """The default, clipped to the budget's epochs for an epochs-bound param."""
-        if self.epochs_bound and budget is not None:
-            return min(self.default, budget.epochs)
-        return self.default
-
-    def coerce(self, value: Any) -> Any:
-        """``value`` converted to this param's type (strings from a command line included)."""
-        bad = AttackError(f"param {self.name!r} = {value!r} is not a valid {self.kind}")
-        if self.kind == "bool":
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, int) and value in (0, 1):
-                return bool(value)
-            if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-                return value.strip().lower() in _TRUE
-            raise bad
-        if self.kind == "choice":
-            assert self.choices is not None
-            for choice in self.choices:
-                if value == choice and type(value) is type(choice):
-                    return choice
-            for choice in self.choices:  # "8" from a command line selects the choice 8
-                if isinstance(value, str) and value.strip() == str(choice):
-                    return choice
-            options = ", ".join(repr(c) for c in self.choices)
-            raise AttackError(f"param {self.name!r} = {value!r} is not one of {options}")
-        if isinstance(value, bool):
-            raise bad
-        try:
-            number = float(value) if isinstance(value, str) else value
-            if self.kind == "int":
-                if not isinstance(number, (int, float)) or not float(number).is_integer():
-                    raise bad
-                return int(number)
-            if not isinstance(number, (int, float)) or not math.isfinite(number):
-                raise bad
-            return float(number)
-        except (TypeError, ValueError, OverflowError):
-            raise bad from None
-
-    def check(self, value: Any, budget: AttackerBudget | None) -> Any:
-        """``value`` coerced and range-checked."""
-        value = self.coerce(value)
-        if self.kind in ("int", "float"):
-            low, high = self.bounds(budget)
-            if (low is not None and value < low) or (high is not None and value > high):
-                raise AttackError(
-                    f"param {self.name!r} = {value!r} is outside "
-                    f"[{_fmt(low, self.kind)}, {_fmt(high, self.kind)}]"
-                )
-        return value
 
 
 def _check_count(name: str, value: Any, *, low: int) -> None:
@@ -200,12 +94,13 @@ class AttackResult:
 
 
 class Attack(ABC):
-    """An attack on an AdvParams-encrypted model, declared by its parameters and run by ``run``.
+    """An attack on an AdvParams-encrypted model, declared by its parameters and run by :meth:`run`.
 
-    Subclasses set ``name``, ``params`` and ``paper`` and implement ``run``; ``run`` must leave the
-    model it receives untouched (work on :meth:`copy_model`) and seed all randomness from ``seed``.
-    ``uses_weights = False`` marks an attack that ignores the stolen weights (only the architecture),
-    so a harness can run it once per clean model instead of once per encrypted copy.
+    Subclasses set ``name``, ``params`` and ``paper`` and implement :meth:`attack`, their own step; the
+    shared prologue (validation, the copy that keeps the caller's model untouched) is :meth:`run`'s, once
+    for every attack, as ART's ``generate`` owns what every attack does. All randomness is seeded from
+    ``seed``. ``uses_weights = False`` marks an attack that ignores the stolen weights (only the
+    architecture), so a harness can run it once per clean model instead of once per encrypted copy.
     """
 
     name: ClassVar[str]
@@ -218,15 +113,13 @@ class Attack(ABC):
 
         With a ``budget``, epochs-bound params are checked against (and default to at most) its epochs.
         """
-        known = [p.name for p in self.params]
-        for name in params:
-            if name not in known:
-                listed = ", ".join(known) or "(none)"
-                raise AttackError(f"unknown param {name!r} for attack {self.name!r}; known: {listed}")
-        return {
-            p.name: p.check(params[p.name], budget) if p.name in params else p.default_for(budget)
-            for p in self.params
-        }
+        owner = f"attack {self.name!r}"
+        if not isinstance(params, Mapping):
+            raise AttackError(f"{owner}: params must be a mapping of names to values, not {type(params).__name__}")
+        try:
+            return check_values(self.params, params, owner, epochs=budget.epochs if budget else None)
+        except ParamError as err:
+            raise AttackError(str(err)) from None
 
     def tunable(self, fixed: Mapping[str, Any] | None = None) -> list[Param]:
         """The params a tuner should search: those marked ``tune`` and not fixed by the user."""
@@ -242,7 +135,7 @@ class Attack(ABC):
         """Params for one Optuna trial: suggested for tunable ones, fixed or default for the rest."""
         values: dict[str, Any] = dict(fixed or {})
         for p in self.tunable(fixed):
-            low, high = p.bounds(budget)
+            low, high = p.bounds(budget.epochs if budget else None)
             if p.kind in ("int", "float") and high is None:
                 continue  # an epochs-bound param without a budget keeps its default
             if p.kind == "int":
@@ -255,20 +148,47 @@ class Attack(ABC):
                 values[p.name] = trial.suggest_categorical(p.name, list(p.choices or ()))
         return self.check_params(values, budget)
 
-    @staticmethod
-    def copy_model(model: nn.Module) -> nn.Module:
-        """A deep copy to attack, so the caller's (encrypted) model is never modified."""
-        return copy.deepcopy(model)
+    @final
+    def run(
+        self,
+        model: nn.Module,
+        data: AttackerData,
+        params: Mapping[str, Any],
+        budget: AttackerBudget,
+        *,
+        seed: int = 0,
+        report: Report | None = None,
+    ) -> AttackResult:
+        """Attack ``model`` with ``params`` within ``budget``; ``report`` sees val accuracy.
+
+        Checks every input (one line naming what is wrong), then hands :meth:`attack` the validated params
+        and a copy of the model, so the caller's model is never modified.
+        """
+        owner = f"attack {self.name!r}"
+        for what, value, kind, expected in (
+            ("model", model, nn.Module, "a torch nn.Module"),
+            ("data", data, AttackerData, "an AttackerData"),
+            ("budget", budget, AttackerBudget, "an AttackerBudget"),
+        ):
+            if not isinstance(value, kind):
+                raise AttackError(f"{owner}: {what} must be {expected}, not {type(value).__name__}")
+        checked = self.check_params(params, budget)
+        target = copy.deepcopy(model) if self.uses_weights else model
+        return self.attack(target, data, checked, budget, seed=seed, report=report)
 
     @abstractmethod
-    def run(
+    def attack(
         self,
         model: nn.Module,
         data: AttackerData,
         params: dict[str, Any],
         budget: AttackerBudget,
         *,
-        seed: int = 0,
-        report: Report | None = None,
+        seed: int,
+        report: Report | None,
     ) -> AttackResult:
-        """Attack a copy of ``model`` with ``params`` within ``budget``; ``report`` sees val accuracy."""
+        """The attack's own step, called by :meth:`run` with every declared param checked and filled in.
+
+        ``model`` is the attack's own copy, free to modify; with ``uses_weights = False`` it is the caller's
+        model, to be read as an architecture only (copy it before changing anything).
+        """

@@ -1,7 +1,7 @@
 """Training as an attack step: the shared params and a seeded loop that reports val accuracy.
 
 Fine-tuning, training from scratch and recovery after pruning all train the same way; they share
-the declared ``lr``/``optimizer`` params and :func:`fit`, which wraps :func:`attacks.training.train`
+the declared ``lr``/``optimizer`` params and :func:`fit`, which wraps :func:`common.training.train`
 and reports validation accuracy after every epoch so a tuner can prune a hopeless trial.
 """
 
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from attacks.base import AttackerData, Param, Report
-from attacks.training import OPTIMIZERS, accuracy, train
+from common.training import OPTIMIZERS, accuracy, train
 
 LR = Param("lr", "float", 0.01, low=1e-4, high=0.5, log=True, help="learning rate")
 OPTIMIZER = Param("optimizer", "choice", "sgd", choices=OPTIMIZERS, help="sgd (momentum 0.9) or adam")

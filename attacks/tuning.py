@@ -8,7 +8,6 @@ them anywhere is the caller's business.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -21,7 +20,8 @@ import torch
 from torch import nn
 
 from attacks.base import Attack, AttackerBudget, AttackerData, AttackError, AttackResult
-from attacks.training import accuracy
+from common.errors import first_line
+from common.training import accuracy
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 PRUNER_STARTUP_TRIALS = 2  # trials that always run to the end before the median pruner may stop one
@@ -90,7 +90,7 @@ def _check_journal(path: Path) -> None:
                 if line.strip() and "op_code" not in json.loads(line):
                     raise ValueError("a line is not a journal operation")
     except (OSError, ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
-        raise AttackError(f"study file {path} cannot be used as an Optuna journal: {str(e).splitlines()[0]}") from None
+        raise AttackError(f"study file {path} cannot be used as an Optuna journal: {first_line(e)}") from None
 
 
 def _record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
@@ -137,7 +137,7 @@ def tune(
             load_if_exists=True,
         )
     except (OSError, ValueError) as e:  # an unreadable file, or one that is not a journal (JSONDecodeError)
-        raise AttackError(f"study file {storage} cannot be used as an Optuna journal: {str(e).splitlines()[0]}") from None
+        raise AttackError(f"study file {storage} cannot be used as an Optuna journal: {first_line(e)}") from None
     owner = study.user_attrs.get("attack")
     signature = study_signature(attack, model, data, budget, seed, fixed)
     if owner is None:
@@ -155,7 +155,7 @@ def tune(
     tunable = attack.tunable(fixed)
     total = budget.trials if tunable else 1
     if tunable and not study.trials:
-        study.enqueue_trial({p.name: p.default_for(budget) for p in tunable})
+        study.enqueue_trial({p.name: p.default_for(budget.epochs) for p in tunable})
 
     def objective(trial: optuna.Trial) -> float:
         params = attack.search_space(trial, budget, fixed)
@@ -166,9 +166,7 @@ def tune(
             if trial.should_prune():
                 raise optuna.TrialPruned(f"val accuracy {value:.4f} at step {step}")
 
-        result = attack.run(
-            copy.deepcopy(model), data, params, budget, seed=trial_seed(seed, trial.number), report=report
-        )
+        result = attack.run(model, data, params, budget, seed=trial_seed(seed, trial.number), report=report)
         return accuracy(result.model, data.val)
 
     def finished() -> int:
@@ -184,7 +182,7 @@ def tune(
 
     best = study.best_trial
     best_params = dict(best.user_attrs["params"])
-    result = attack.run(copy.deepcopy(model), data, best_params, budget, seed=trial_seed(seed, best.number))
+    result = attack.run(model, data, best_params, budget, seed=trial_seed(seed, best.number))
     result.info["val_accuracy"] = accuracy(result.model, data.val)
     return TuningResult(
         best_params=best_params,

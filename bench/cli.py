@@ -21,6 +21,7 @@ from rich.table import Table
 from attacks import AttackError
 from bench.errors import BenchError
 from protect import ProtectError
+from common.errors import first_line
 
 # Tables are wide; when piped (CI logs, files) rich would wrap them at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -59,7 +60,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 
 def _data(args: argparse.Namespace):
-    from bench.workflow import DataOptions
+    from bench.zoo.workflow import DataOptions
 
     return DataOptions(root=args.data_root, download=args.download, path=args.data_path)
 
@@ -110,9 +111,9 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) ->
 
 # -------------------------------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> None:
-    from bench.plan import TrainJob
+    from bench.sweep.plan import TrainJob
     from bench.progress import progress_bar
-    from bench.train import train_baseline, training_settings
+    from bench.zoo.baseline import train_baseline, training_settings
 
     settings = training_settings(epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size)
     job = TrainJob(
@@ -135,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from bench.workflow import evaluate_file
+    from bench.zoo.workflow import evaluate_file
 
     acc, spec = evaluate_file(args.model_file, data=_data(args), dataset=args.dataset)
     state = spec.extra.get("state", "?")
@@ -160,7 +161,7 @@ def _budget(args: argparse.Namespace):
 
 def cmd_encrypt(args: argparse.Namespace) -> None:
     from bench.progress import progress_bar
-    from bench.workflow import encrypt_file
+    from bench.zoo.workflow import encrypt_file
 
     budget = _budget(args)
     passphrase = _passphrase(args, confirm=True)
@@ -188,7 +189,7 @@ def cmd_encrypt(args: argparse.Namespace) -> None:
 
 
 def cmd_decrypt(args: argparse.Namespace) -> None:
-    from bench.workflow import decrypt_file
+    from bench.zoo.workflow import decrypt_file
 
     acc_enc, acc_dec = decrypt_file(args.model_file, args.key, args.out, data=_data(args), passphrase=_passphrase(args))
     console.print(
@@ -198,9 +199,9 @@ def cmd_decrypt(args: argparse.Namespace) -> None:
 
 def cmd_attack(args: argparse.Namespace) -> None:
     from attacks import AttackerBudget, attack_names, get_attack
-    from attacks.training import accuracy
+    from common.training import accuracy
     from bench.progress import progress_bar
-    from bench.workflow import attack_model, load_for, read_key
+    from bench.zoo.workflow import attack_model, load_for, read_key
 
     names = attack_names() if args.name == "all" else [args.name]
     budget = AttackerBudget(data_fraction=args.data_fraction, trials=args.tune, epochs=args.epochs)
@@ -247,9 +248,9 @@ def _short(value: Any) -> str:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from bench.config import load_config
-    from bench.plan import plan_for
-    from bench.sweep import print_outcome, run_sweep
+    from bench.sweep.config import load_config
+    from bench.sweep.plan import plan_for
+    from bench.sweep.driver import print_outcome, run_sweep
 
     cfg = load_config(args.config, args.set or [])
     if args.dry_run:
@@ -267,8 +268,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def _report(uri: str, experiment: str, out: Path | None, sweep_run: str | None = None) -> None:
-    from bench.report import make_report
-    from bench.tracking import Tracker
+    from bench.sweep.report import make_report
+    from bench.sweep.tracking import Tracker
 
     make_report(Tracker(uri, experiment), experiment, out or Path("reports") / experiment, console, sweep_run)
 
@@ -276,13 +277,13 @@ def _report(uri: str, experiment: str, out: Path | None, sweep_run: str | None =
 def cmd_report(args: argparse.Namespace) -> None:
     from mlflow.tracking import MlflowClient
 
-    from bench.tracking import check_uri
+    from bench.sweep.tracking import check_uri
 
     check_uri(args.tracking_uri, must_exist=True)
     try:
         experiments = MlflowClient(tracking_uri=args.tracking_uri).search_experiments()
     except Exception as err:  # not an MLflow database, an unreachable server
-        raise BenchError(f"cannot read MLflow store {args.tracking_uri}: {str(err).splitlines()[0][:200]}") from None
+        raise BenchError(f"cannot read MLflow store {args.tracking_uri}: {first_line(err, 200)}") from None
     experiment = args.experiment
     if experiment is None:
         found = [e for e in experiments if e.name != "Default"]

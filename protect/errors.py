@@ -6,6 +6,8 @@ message naming the offending thing, so the CLI can print it as ``advparams: erro
 
 from __future__ import annotations
 
+from common.errors import UserError
 
-class ProtectError(ValueError):
+
+class ProtectError(UserError):
     """Bad input to ``protect``: the operation was refused and nothing was changed."""

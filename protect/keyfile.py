@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
+from common import files
 from protect.errors import ProtectError
 
 MAGIC = b"ADVPKEY"
@@ -95,22 +95,11 @@ def decode(
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a 0600 temporary file and ``os.replace``: never a partial key file."""
-    target = Path(path)
+    """Write ``data`` to ``path`` atomically with mode 0600: never a partial or world-readable key file."""
     try:
-        # mkstemp creates the file with os.open(..., O_EXCL, 0o600): the key is never world-readable.
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        files.write_atomic(path, data, mode=0o600)
     except OSError as exc:
-        raise ProtectError(f"cannot write key file {target}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise ProtectError(f"cannot write key file {target}: {exc.strerror or exc}") from None
+        raise ProtectError(f"cannot write key file {path}: {exc.strerror or exc}") from None
 
 
 def read(path: str | os.PathLike[str]) -> bytes:

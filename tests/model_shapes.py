@@ -1,5 +1,5 @@
-"""Shared by the model and model-file tests: each built-in model's natural input shape, and a user's model
-module written to a temporary folder."""
+"""Shared by the model, model-file and data-set tests: each built-in model's natural input shape, and a user's
+module (models, data sets) written to a temporary folder."""
 
 from __future__ import annotations
 

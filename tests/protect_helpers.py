@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from attacks.training import train
+from common.training import train
 from protect import state_fingerprint
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from bench.config import SweepConfig, parse_config
+from bench.sweep.config import SweepConfig, parse_config
 
 
 def tiny_config(tmp: Path, **changes: Any) -> SweepConfig:

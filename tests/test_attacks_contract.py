@@ -1,4 +1,4 @@
-"""The attack contract without a trained model: params, budget, data, registry and plugin loading."""
+"""The attack contract without a trained model: params, budget, data, the prologue of run, registry, plugins."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from attacks import (
+    ATTACKS,
+    ENTRY_POINT_GROUP,
     Attack,
     AttackerBudget,
     AttackerData,
@@ -23,9 +25,9 @@ from attacks import (
     attack_names,
     get_attack,
     register_attack,
-    registry,
     reload_plugins,
 )
+from common.params import ParamError
 
 BUILTINS = {"adaptive", "clip", "finetune", "magnitude_prune", "prune", "quantize", "scratch"}
 
@@ -115,6 +117,56 @@ def test_bad_attacker_data() -> None:
         AttackerData([1, 2], tiny_data(), 2)  # type: ignore[arg-type]
 
 
+def tiny_task() -> tuple[nn.Module, AttackerData, AttackerBudget]:
+    """A model with conv-free weight layers and batch-norm statistics, data for it, a one-epoch budget."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+    return model, AttackerData(tiny_data(16), tiny_data(8), 2), AttackerBudget(0.5, trials=1, epochs=1)
+
+
+def refused(call, message: str) -> None:
+    """``call()`` raises an AttackError whose message is one line containing ``message``."""
+    with pytest.raises(AttackError) as err:
+        call()
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", attack_names())
+def test_run_never_modifies_the_callers_model(name: str) -> None:
+    model, data, budget = tiny_task()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = get_attack(name).run(model, data, {}, budget, seed=0)
+    assert result.model is not model
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), f"{name} modified its input"
+
+
+@pytest.mark.parametrize("name", attack_names())
+def test_run_refuses_bad_params_in_one_line(name: str) -> None:
+    attack = get_attack(name)
+    model, data, budget = tiny_task()
+    refused(lambda: attack.run(model, data, {"no_such_param": 1}, budget), f"unknown param 'no_such_param' for attack {name!r}")
+    refused(lambda: attack.run(model, data, None, budget), f"attack {name!r}: params must be a mapping")  # type: ignore[arg-type]
+    for p in attack.params:
+        refused(lambda: attack.run(model, data, {p.name: "not-a-value"}, budget), f"param {p.name!r} = 'not-a-value'")
+
+
+@pytest.mark.parametrize("name", attack_names())
+@pytest.mark.parametrize(
+    ("argument", "wrong", "message"),
+    [
+        ("model", "model.safetensors", "model must be a torch nn.Module, not str"),
+        ("data", tiny_data(), "data must be an AttackerData, not TensorDataset"),
+        ("budget", 0.5, "budget must be an AttackerBudget, not float"),
+    ],
+)
+def test_run_refuses_wrong_types(name: str, argument: str, wrong: object, message: str) -> None:
+    model, data, budget = tiny_task()
+    inputs = {"model": model, "data": data, "budget": budget, argument: wrong}
+    attack = get_attack(name)
+    refused(lambda: attack.run(inputs["model"], inputs["data"], {}, inputs["budget"]), f"attack {name!r}: {message}")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -130,29 +182,60 @@ def test_bad_attacker_data() -> None:
     ],
 )
 def test_bad_param_declarations(kwargs: dict, message: str) -> None:
-    with pytest.raises(AttackError, match=message):
+    with pytest.raises(ParamError, match=message):
         Param("x", **kwargs)
 
 
 class _Identity(Attack):
-    """Returns the model unchanged; for registry tests."""
+    """Returns its copy of the model unchanged; subclassed by the registry's refusal cases."""
 
-    name = "finetune"  # clashes with the built-in
+    name = "identity"
     params = (Param("x", "int", 1, low=0, high=3),)
 
-    def run(self, model, data, params, budget, *, seed=0, report=None) -> AttackResult:  # type: ignore[override]
-        return AttackResult(self.copy_model(model))
+    def attack(self, model, data, params, budget, *, seed, report) -> AttackResult:  # type: ignore[override]
+        return AttackResult(model)
 
 
-def test_register_rejects_duplicates_and_non_attacks() -> None:
-    with pytest.raises(AttackError, match="attack name 'finetune' is already registered"):
-        register_attack(_Identity)
-    twice = type("Twice", (_Identity,), {"name": "twice", "params": _Identity.params * 2})
-    with pytest.raises(AttackError, match="attack 'twice' declares a param name twice"):
-        register_attack(twice)
-    assert "twice" not in attack_names()
-    with pytest.raises(AttackError, match="is not a subclass of attacks.Attack"):
-        register_attack(nn.Linear)  # type: ignore[arg-type]
+def _variant(name: str, **body: object) -> type:
+    return type("Variant", (_Identity,), {"name": name, **body})
+
+
+class _NoStep(Attack):
+    name = "nostep"
+    params = ()
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "message"),
+    [
+        ("finetune", _variant("finetune"), "attack name 'finetune' is already registered"),
+        ("twice", _variant("twice", params=_Identity.params * 2), "attack 'twice' declares a param name twice"),
+        ("listed", _variant("listed", params=list(_Identity.params)), "attack 'listed': 'params' must be a tuple of Param"),
+        ("linear", nn.Linear, "is not a subclass of attacks.Attack"),
+        ("other", _variant("mine"), "attack class Variant is named 'mine', not 'other'"),
+        ("nostep", _NoStep, "attack 'nostep' does not implement attack"),
+        ("ownrun", _variant("ownrun", run=lambda self, *a, **k: None), r"attack 'ownrun' overrides run\(\)"),
+        ("a:b", _variant("a:b"), "attack name 'a:b' must be a non-empty string without ':'"),
+    ],
+)
+def test_registry_refuses_a_bad_attack_class(name: str, cls: type, message: str) -> None:
+    names = attack_names()
+    with pytest.raises(AttackError, match=message):
+        ATTACKS.add(name, cls)
+    assert attack_names() == names
+    assert all(registered is not cls for _, registered in ATTACKS.items())
+
+
+def test_register_attack_uses_the_class_name() -> None:
+    with pytest.raises(AttackError, match="attack name '' must be a non-empty string"):
+        register_attack(Attack)  # the base class has no name
+    try:
+        assert register_attack(_Identity) is _Identity
+        assert type(get_attack("identity")) is _Identity
+        assert get_attack("identity") is not get_attack("identity")  # a fresh instance each time
+    finally:
+        ATTACKS.remove("identity")
+    assert "identity" not in attack_names()
 
 
 def test_search_space_suggests_tunables_only(tmp_path: Path) -> None:
@@ -174,7 +257,7 @@ def _fake_distribution(root: Path, entries: dict[str, str]) -> None:
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-attack-plugin\nVersion: 0.1\n")
     lines = "\n".join(f"{name} = {target}" for name, target in entries.items())
-    (info / "entry_points.txt").write_text(f"[{registry.ENTRY_POINT_GROUP}]\n{lines}\n")
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{lines}\n")
     (root / "broken_attack_module.py").write_text(
         textwrap.dedent(
             """
@@ -194,7 +277,7 @@ def test_broken_plugins_warn_and_builtins_still_load(tmp_path: Path, monkeypatch
         },
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    names = {e.name for e in importlib.metadata.entry_points(group=registry.ENTRY_POINT_GROUP)}
+    names = {e.name for e in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
     assert {"crashes", "missing", "notattack"} <= names
     try:
         with pytest.warns(RuntimeWarning) as caught:
@@ -222,10 +305,7 @@ def test_package_never_imports_protect_or_bench() -> None:
 
 def test_scratch_refuses_a_parameter_it_cannot_reset() -> None:
     """A bare nn.Parameter (a ViT's class token, say) would keep its stolen value in the reference."""
-    import torch
-    from torch import nn
-
-    from attacks.scratch import reinitialise
+    from attacks.builtin.scratch import reinitialise
 
     class WithToken(nn.Module):
         def __init__(self) -> None:

@@ -34,7 +34,7 @@ split = TensorDataset(torch.randn(16, 4), torch.arange(16) % 2)
 data = attacks.AttackerData(split, split, 2)
 budget = attacks.AttackerBudget(0.5, trials=2)
 before = [p.clone() for p in model.parameters()]
-result = attack.run(model, data, attack.check_params({"sigma": "0.2"}), budget, seed=1)
+result = attack.run(model, data, {"sigma": "0.2"}, budget, seed=1)  # run() checks the params
 assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())), "input model modified"
 assert not torch.equal(result.model[0].weight, model[0].weight), "no noise added"
 assert result.model(split.tensors[0]).shape == (16, 2)

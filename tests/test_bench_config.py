@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import load_config, parse_config
+from bench.sweep.config import load_config, parse_config
 from bench.errors import BenchError
-from bench.plan import make_plan
+from bench.sweep.plan import make_plan
 
 REPO = Path(__file__).resolve().parents[1]
 

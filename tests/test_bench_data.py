@@ -1,19 +1,31 @@
-"""Data sets by name: digits, the image-folder loader and its cache, splits, and the real data sets."""
+"""Data sets by name: the registry and a user's data set, digits, the image-folder loader and its cache, splits,
+and the real data sets."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from model_shapes import importable_module
 from PIL import Image
 from torch.utils.data import TensorDataset
 
-from bench import data
-from bench.data import DataSet, load_dataset, make_splits
 from bench.errors import BenchError
+from bench.sweep.config import parse_config
+from bench.zoo import data, decoding
+from bench.zoo.data import (
+    DATASETS,
+    DataSet,
+    Images,
+    load_dataset,
+    make_splits,
+    register_dataset,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -26,6 +38,150 @@ def one_line(e: pytest.ExceptionInfo[BenchError]) -> str:
     message = str(e.value)
     assert "\n" not in message
     return message
+
+
+# --- the registry and a user's own data sets ------------------------------------------------------
+
+USER_DATASETS = """
+import torch
+
+from bench.zoo.data import Images, SplitRequest, register_dataset
+
+
+@register_dataset("stripes")
+def stripes(request: SplitRequest) -> Images:
+    \"\"\"Horizontal or vertical stripes, 6x6 grey.\"\"\"
+    labels = torch.arange(40 if request.split == "train" else 20) % 2
+    rows = (torch.arange(6) % 2 * 255).view(6, 1).expand(6, 6)
+    images = torch.stack([rows if y == 0 else rows.T for y in labels]).unsqueeze(1)
+    return Images(images.to(torch.uint8), labels, ("horizontal", "vertical"))
+
+
+@register_dataset("scans", path="a folder holding a file 'value'", cache=False)
+def scans(request: SplitRequest) -> Images:
+    \"\"\"One grey value, read from <path>/value, on a 0..100 scale; never cached.\"\"\"
+    value = int((request.path / "value").read_text())
+    return Images(torch.full((4, 1, 2, 2), value, dtype=torch.uint8), torch.arange(4) % 2, ("a", "b"), 100)
+
+
+def plain(request: SplitRequest) -> Images:
+    \"\"\"Stripes again, registered by an entry point alone.\"\"\"
+    return stripes(request)
+"""
+
+
+@pytest.fixture
+def registered() -> Iterator[None]:
+    """Data sets a test registers are removed from the registry afterwards."""
+    before = set(DATASETS)
+    yield
+    for name in set(DATASETS) - before:
+        DATASETS.remove(name)
+
+
+@pytest.fixture
+def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registered: None) -> Iterator[str]:
+    """USER_DATASETS as a module of its own, imported: its decorators register 'stripes' and 'scans'."""
+    for name in importable_module(USER_DATASETS, tmp_path, monkeypatch, "user_datasets"):
+        importlib.import_module(name)
+        yield name
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_every_data_set_says_what_it_is(name: str) -> None:
+    source = DATASETS.get(name)
+    assert source.name == name and len(source.summary) > 20 and source.summary.endswith(".")  # for `advparams list`
+    assert source.needs_path == (name == "imagefolder")
+
+
+def test_a_name_is_registered_once(registered: None) -> None:
+    with pytest.raises(BenchError) as e:
+        register_dataset("digits")(lambda request: None)
+    assert one_line(e) == "data set name 'digits' is already registered"
+    with pytest.raises(BenchError, match="without ':'"):
+        register_dataset("mine:digits")(lambda request: None)
+
+
+def test_a_user_data_set_is_one_decorated_function(user_module: str, tmp_path: Path) -> None:
+    ds = load_dataset("stripes", root=tmp_path)
+    assert ds.classes == ("horizontal", "vertical") and ds.input_shape == (1, 6, 6)
+    assert (len(ds.train), len(ds.test)) == (40, 20)
+    # cached under the data set's name, and normalised like any other: half the pixels on
+    cached = sorted(p.name for p in (tmp_path / data.CACHE_SUBDIR).iterdir())
+    assert cached == [f"stripes-{split}-v{data.CACHE_FORMAT}.safetensors" for split in ("test", "train")]
+    assert ds.mean == pytest.approx((0.5,)) and ds.std == pytest.approx((0.5,))
+    assert set(ds.train.tensors[0].unique().tolist()) == {-1.0, 1.0}
+    assert len(make_splits(ds, seed=0, owner_samples=10, attacker_fraction=0.5).owner) == 10
+    assert DATASETS.get("stripes").summary == "Horizontal or vertical stripes, 6x6 grey."
+    assert parse_config({"name": "t", "datasets": [{"name": "stripes", "models": [{"name": "cnn"}]}]})
+
+    DATASETS.remove("stripes")
+    with pytest.raises(BenchError, match="unknown data set 'stripes'"):
+        load_dataset("stripes", root=tmp_path)
+
+
+def test_a_user_data_set_may_need_a_path(user_module: str, tmp_path: Path) -> None:
+    (tmp_path / "value").write_text("50")
+    ds = load_dataset("scans", root=tmp_path, path=tmp_path)
+    assert ds.mean == pytest.approx((0.5,)) and not (tmp_path / data.CACHE_SUBDIR).exists()
+    with pytest.raises(BenchError) as e:
+        load_dataset("scans", root=tmp_path)
+    assert one_line(e) == "data set 'scans' needs a path: a folder holding a file 'value'"
+    with pytest.raises(BenchError, match=r"only for a data set that needs one \(imagefolder, scans\)"):
+        load_dataset("stripes", root=tmp_path, path=tmp_path)
+    entry = {"name": "scans", "models": [{"name": "cnn"}]}
+    with pytest.raises(BenchError, match="the scans data set needs 'path' \\(a folder holding a file 'value'\\)"):
+        parse_config({"name": "t", "datasets": [entry]})
+    assert parse_config({"name": "t", "datasets": [{**entry, "path": str(tmp_path)}]})
+
+
+def test_entry_points_register_plain_or_decorated_loaders(
+    user_module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    points = [
+        importlib.metadata.EntryPoint(name, value, DATASETS.group)
+        for name, value in [
+            ("plain_stripes", f"{user_module}:plain"),
+            ("scans", f"{user_module}:scans"),
+            ("renamed", f"{user_module}:stripes"),
+            ("broken", "no_such_module_xyz:load"),
+        ]
+    ]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: points if group == DATASETS.group else [])
+    with pytest.warns(RuntimeWarning) as warned:
+        DATASETS.reload_plugins()
+    messages = sorted(str(w.message) for w in warned)
+    assert len(messages) == 2
+    assert messages[0].startswith("data set plugin 'broken' (no_such_module_xyz:load) was not loaded")
+    assert messages[1].endswith("data set 'renamed' names the loader registered as 'stripes'")
+    plain = DATASETS.get("plain_stripes")
+    assert plain.summary == "Stripes again, registered by an entry point alone." and not plain.needs_path
+    assert DATASETS.get("scans").needs_path  # the decorator's registration, with its options, is kept
+    assert load_dataset("plain_stripes", root=tmp_path).input_shape == (1, 6, 6)
+    assert (tmp_path / data.CACHE_SUBDIR / f"plain_stripes-train-v{data.CACHE_FORMAT}.safetensors").is_file()
+
+
+EIGHT = torch.zeros(2, 1, 2, 2, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize(
+    ("returned", "fragment"),
+    [
+        ("pictures", "its loader returned str, not Images"),
+        (Images(EIGHT.float(), torch.zeros(2), "ab"), "a uint8 tensor [N,C,H,W], got torch.float32 of shape (2, 1, 2, 2)"),
+        (Images(EIGHT[0], torch.zeros(2), "ab"), "a uint8 tensor [N,C,H,W], got torch.uint8 of shape (1, 2, 2)"),
+        (Images(EIGHT, [0, 1], "ab"), "a tensor of 2 labels, got list"),
+        (Images(EIGHT, torch.zeros(3), "ab"), "a tensor of 2 labels, got torch.float32 of shape (3,)"),
+        (Images(EIGHT, torch.tensor([0, 2]), "ab"), "labels must lie in 0..1 for its 2 classes"),
+    ],
+)
+def test_a_loader_returning_something_else_is_one_line(
+    registered: None, tmp_path: Path, returned: object, fragment: str
+) -> None:
+    register_dataset("odd", cache=False)(lambda request: returned)
+    with pytest.raises(BenchError) as e:
+        load_dataset("odd", root=tmp_path)
+    assert one_line(e).startswith("data set 'odd' (train split): ") and fragment in one_line(e)
 
 
 # --- digits --------------------------------------------------------------------------------------
@@ -65,17 +221,18 @@ def test_memo_returns_the_same_object() -> None:
     assert load_dataset("digits") is load_dataset("digits")
 
 
-def test_unknown_name_lists_the_known_ones() -> None:
+def test_unknown_name_lists_the_registered_ones() -> None:
     with pytest.raises(BenchError) as e:
         load_dataset("mnist")
     message = one_line(e)
-    assert "'mnist'" in message and all(name in message for name in data.DATASETS)
+    assert message.startswith("unknown data set 'mnist'; registered: cifar10, digits")
+    assert all(name in message for name in DATASETS)
 
 
-def test_path_only_for_imagefolder(tmp_path: Path) -> None:
-    with pytest.raises(BenchError, match="imagefolder"):
+def test_path_only_for_a_data_set_that_needs_one(tmp_path: Path) -> None:
+    with pytest.raises(BenchError, match="'imagefolder' needs a path: a folder holding train/ and test/"):
         load_dataset("imagefolder")
-    with pytest.raises(BenchError, match="only for data set 'imagefolder'"):
+    with pytest.raises(BenchError, match=r"only for a data set that needs one \(imagefolder\), not 'digits'"):
         load_dataset("digits", path=tmp_path)
 
 
@@ -202,7 +359,7 @@ def test_imagefolder_cache_is_reused_and_keyed_by_contents(tmp_path: Path, monke
     def no_decoding(*args: object, **kwargs: object) -> None:
         raise AssertionError("decoded although a cache file exists")
 
-    monkeypatch.setattr(data, "_decode_images", no_decoding)
+    monkeypatch.setattr(decoding, "decode_images", no_decoding)
     data._MEMO.clear()
     again = load_dataset("imagefolder", path=folder, cache_dir=cache)
     assert torch.equal(first.train.tensors[0], again.train.tensors[0]) and first.std == again.std

@@ -1,4 +1,4 @@
-"""`python -m bench.loop`: a config's jobs in one process, with the figures the speed benchmark reads."""
+"""`python -m bench.sweep.loop`: a config's jobs in one process, with the figures the speed benchmark reads."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from sweep_helpers import tiny_config
 
-from bench.loop import run_loop
+from bench.sweep.loop import run_loop
 
 
 def test_the_loop_runs_every_job_with_the_same_results_as_the_job_functions(tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ def test_the_loop_runs_every_job_with_the_same_results_as_the_job_functions(tmp_
 
 
 def _loop(*argv: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bench.loop", *map(str, argv)], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "bench.sweep.loop", *map(str, argv)], cwd=cwd, capture_output=True, text=True,
                           timeout=300)
 
 
@@ -47,4 +47,4 @@ def test_the_command_writes_its_figures(tmp_path: Path) -> None:
 
 def test_a_missing_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     done = _loop("nope.yaml", cwd=tmp_path)
-    assert done.returncode == 2 and done.stderr.strip() == "bench.loop: error: config file not found: nope.yaml"
+    assert done.returncode == 2 and done.stderr.strip() == "bench.sweep.loop: error: config file not found: nope.yaml"

@@ -15,8 +15,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from bench.errors import BenchError
-from bench.modelfile import ModelSpec, load_model, read_pruning, read_spec, save_model
-from bench.models import build_model, classifier_name
+from bench.zoo.modelfile import ModelSpec, load_model, read_pruning, read_spec, save_model
+from bench.zoo.models import build_model, classifier_name
 
 
 def spec_for(model: str, shape: tuple[int, int, int], num_classes: int = 10, **model_args: object) -> ModelSpec:

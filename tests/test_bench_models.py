@@ -1,7 +1,11 @@
-"""Models by name: built-ins at their natural input sizes, torchvision, user factories, bad names."""
+"""Models by name: the registry, built-ins at their natural input sizes, torchvision, user factories, bad names."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
+import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,16 +14,21 @@ import torch
 from model_shapes import NATURAL, importable_module
 from torch import nn
 
-from bench import models
 from bench.errors import BenchError
-from bench.models import MODELS, build_model, classifier_name, register_model
+from bench.zoo.models import (
+    MODELS,
+    build_model,
+    classifier_name,
+    model_arguments,
+    register_model,
+)
 
 
 def test_every_registered_model_has_a_natural_size_here() -> None:
-    assert set(NATURAL) <= set(MODELS)
+    assert set(MODELS) == set(NATURAL)
 
 
-@pytest.mark.parametrize("name", sorted(NATURAL))
+@pytest.mark.parametrize("name", MODELS.names())
 def test_builds_and_classifies_at_natural_size(name: str) -> None:
     shape = NATURAL[name]
     torch.manual_seed(0)
@@ -81,7 +90,7 @@ def test_torchvision_models_by_name() -> None:
 @pytest.mark.parametrize(
     ("name", "shape", "fragment"),
     [
-        ("resnet", (3, 32, 32), "unknown model 'resnet'; choose one of cnn, lenet5, mlp"),
+        ("resnet", (3, 32, 32), "unknown model 'resnet'; registered: cnn, lenet5, mlp"),
         ("torchvision:resnet1", (3, 32, 32), "unknown torchvision model 'resnet1'"),
         ("vgg11_bn", (1, 28, 28), "'vgg11_bn' cannot take inputs of shape (1, 28, 28)"),
         ("lenet5", (1, 8, 8), "'lenet5' cannot take inputs of shape (1, 8, 8)"),
@@ -144,16 +153,96 @@ def test_user_factory_problems(user_module: str, factory: str, kwargs: dict[str,
     assert fragment in str(e.value) and user_module in str(e.value)
 
 
-def test_register_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models, "MODELS", dict(MODELS))
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_model_says_what_it_is(name: str) -> None:
+    factory = MODELS.get(name)
+    assert len(factory.__doc__ or "") > 20  # its first line is what `advparams list` shows
+    json.dumps(model_arguments(factory))  # and its arguments, also as JSON
 
-    @register_model("linear")
-    def linear(*, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
-        return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[0] * input_shape[1] * input_shape[2], num_classes))
 
-    assert build_model("linear", num_classes=2, input_shape=(1, 2, 2))[1].in_features == 4
-    with pytest.raises(ValueError, match="taken"):
-        register_model("linear")(linear)
+def test_model_arguments_are_the_factory_defaults() -> None:
+    assert model_arguments(MODELS.get("mlp")) == {"hidden": 64}
+    assert model_arguments(MODELS.get("vgg_compact")) == {"width": 32}
+    assert model_arguments(MODELS.get("cnn")) == {}
+
+
+@pytest.fixture
+def registered() -> Iterator[None]:
+    """Models a test registers are removed from the registry afterwards."""
+    before = set(MODELS)
+    yield
+    for name in set(MODELS) - before:
+        MODELS.remove(name)
+
+
+USER_REGISTERED = """
+from torch import nn
+
+from bench.zoo.models import register_model
+
+
+@register_model("linear")
+def linear(*, num_classes, input_shape, bias=True):
+    \"\"\"One linear layer on flattened pixels.\"\"\"
+    c, h, w = input_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, num_classes, bias=bias))
+
+
+def plain(num_classes, input_shape, hidden=3):
+    \"\"\"Registered by an entry point alone.\"\"\"
+    c, h, w = input_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.Linear(hidden, num_classes))
+"""
+
+
+def test_a_user_model_is_one_decorated_factory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registered: None
+) -> None:
+    for module in importable_module(USER_REGISTERED, tmp_path, monkeypatch, "user_registered"):
+        importlib.import_module(module)
+        model = build_model("linear", num_classes=2, input_shape=(1, 2, 2), bias=False)
+        assert model[1].in_features == 4 and model[1].bias is None
+        assert model_arguments(MODELS.get("linear")) == {"bias": True}
+
+        points = [
+            importlib.metadata.EntryPoint("tiny", f"{module}:plain", MODELS.group),
+            importlib.metadata.EntryPoint("linear", f"{module}:linear", MODELS.group),  # its decorator's, kept
+        ]
+        monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: points if group == MODELS.group else [])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a plugin that is not loaded warns
+            MODELS.reload_plugins()
+        assert build_model("tiny", num_classes=2, input_shape=(1, 2, 2))[1].out_features == 3
+
+    MODELS.remove("linear")
+    with pytest.raises(BenchError, match="unknown model 'linear'"):
+        build_model("linear", num_classes=2, input_shape=(1, 2, 2))
+
+
+def flat(*, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    return nn.Flatten()
+
+
+def needs_depth(*, num_classes: int, input_shape: tuple[int, int, int], depth: int) -> nn.Module:
+    return nn.Flatten()
+
+
+@pytest.mark.parametrize(
+    ("name", "factory", "fragment"),
+    [
+        ("mlp", flat, "model name 'mlp' is already registered"),
+        ("deep", needs_depth, "model 'deep': its factory must take num_classes and input_shape and give its own "
+                              "arguments defaults (missing a required argument: 'depth')"),
+        ("deep", lambda num_classes: nn.Flatten(), "unexpected keyword argument 'input_shape'"),
+        ("deep", "resnet18", "model 'deep': 'resnet18' is not a factory function"),
+        ("my:net", flat, "model name 'my:net' must be a non-empty string without ':'"),
+    ],
+)
+def test_registration_refusals(registered: None, name: str, factory: object, fragment: str) -> None:
+    with pytest.raises(BenchError) as e:
+        register_model(name)(factory)  # type: ignore[arg-type]
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+    assert name == "mlp" or name not in MODELS
 
 
 def test_classifier_name_needs_a_linear_layer() -> None:

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from bench.report import protection_rows
-from bench.results import (
+from bench.sweep.report import protection_rows
+from bench.sweep.results import (
     AttackRow,
     JobResult,
     attack_row,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import SweepConfig, parse_config
-from bench.speed import FASHION_DATASET, FASHION_MODEL, encryption_configs, main, run_benchmark
+from bench.sweep.config import SweepConfig, parse_config
+from benchmarks.speed import FASHION_DATASET, FASHION_MODEL, encryption_configs, main, run_benchmark
 
 pytestmark = pytest.mark.ray
 NUMBER = re.compile(r"^-?\d+(\.\d+)?( %)?$")
@@ -43,14 +43,14 @@ def _rows(text: str) -> dict[str, list[str]]:
 
 def test_tiny_benchmark_prints_every_row_with_positive_figures(tmp_path: Path) -> None:
     cfg = _tiny(tmp_path)
-    report = run_benchmark(cfg, command="python -m bench.speed (test)", workers=1, skip_cluster=True)
+    report = run_benchmark(cfg, command="python -m benchmarks.speed (test)", workers=1, skip_cluster=True)
     text = report.markdown()
     rows = _rows(text)
     assert set(rows) == {
         "digits mlp n=4,eps=1",
         *(f"digits mlp cpu {amp} {layout}" for amp in ("off", "bfloat16") for layout in ("off", "on")),
         "`advparams sweep --cpus 1 --no-report` (local Ray, MLflow on SQLite)",
-        "`python -m bench.loop --threads 1` (plain loop, no Ray, no MLflow)",
+        "`python -m bench.sweep.loop --threads 1` (plain loop, no Ray, no MLflow)",
         "local Ray, 1 worker (sweep driver, MLflow on SQLite)",
         "simulated cluster",
         "Ray worker that ran the 1-CPU sweep's jobs",
@@ -58,7 +58,7 @@ def test_tiny_benchmark_prints_every_row_with_positive_figures(tmp_path: Path) -
     }, text
     assert "skipped (--skip-cluster)" in rows["simulated cluster"]
     assert "fashion_mnist / lenet5 skipped: ADVPARAMS_DATA_ROOT is unset" in text
-    assert f"{os.cpu_count()} cores" in text and "`python -m bench.speed (test)`" in text
+    assert f"{os.cpu_count()} cores" in text and "`python -m benchmarks.speed (test)`" in text
     numbers = [c for cells in rows.values() for c in cells if NUMBER.match(c)]
     assert len(numbers) >= 14 + 4 * 5, text
     assert all(float(c.rstrip(" %")) > 0 for c in numbers), text
@@ -94,4 +94,4 @@ def test_encryption_cost_times_advparams_and_fashion_only_with_a_data_root(tmp_p
 def test_missing_config_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", str(tmp_path / "nope.yaml")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"bench.speed: error: config file not found: {tmp_path / 'nope.yaml'}"
+    assert err == f"benchmarks.speed: error: config file not found: {tmp_path / 'nope.yaml'}"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.results import JobResult
-from bench.tracking import Tracker
+from bench.sweep.results import JobResult
+from bench.sweep.tracking import Tracker
 
 
 def _result(job_id: str, status: str) -> JobResult:

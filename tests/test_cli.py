@@ -24,7 +24,7 @@ from cli_helpers import PERCENT, accuracy_after, assert_refused, cli, files_in, 
 import protect
 from attacks import attack_names, get_attack
 from bench.cli import main
-from bench.modelfile import load_model
+from bench.zoo.modelfile import load_model
 
 TRAIN_CNN = ["--model", "cnn", "--epochs", "20", "--lr", "0.05", "--batch-size", "64"]
 ENCRYPT = ["--owner-samples", "128"]

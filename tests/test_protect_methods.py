@@ -8,7 +8,7 @@ import pytest
 import torch
 from protect_helpers import ARCHITECTURES, batches, changed_scalars, digits, states_equal
 
-from attacks.training import accuracy
+from common.training import accuracy
 from protect import METHODS, Budget, decrypt, encrypt
 
 

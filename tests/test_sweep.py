@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from sweep_helpers import runs_by_kind, tiny_config
 
-from bench.plan import plan_for
-from bench.report import build_report, write_plots, write_tables
-from bench.sweep import run_sweep
-from bench.tracking import Tracker
+from bench.sweep.plan import plan_for
+from bench.sweep.report import build_report, write_plots, write_tables
+from bench.sweep.driver import run_sweep
+from bench.sweep.tracking import Tracker
 
 pytestmark = pytest.mark.ray
 
@@ -87,8 +87,8 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(ray_session, tmp_path: 
 
 def test_jobs_are_pure_functions_of_their_spec(tmp_path: Path) -> None:
     """The same spec and seed give the same figures on CPU, in any storage folder, without Ray or MLflow."""
-    from bench.jobs import JobContext, run_attack, run_encrypt, run_train
-    from bench.workflow import DataOptions
+    from bench.sweep.jobs import JobContext, run_attack, run_encrypt, run_train
+    from bench.zoo.workflow import DataOptions
 
     cfg = tiny_config(tmp_path, attacks={"names": ["finetune", "adaptive"], "fractions": [0.2], "trials": 2, "epochs": 1})
     plan = plan_for(cfg)
@@ -112,7 +112,7 @@ def test_a_job_no_node_can_run_is_refused_not_waited_for(ray_session, tmp_path: 
 
 
 def test_training_jobs_that_ask_for_more_cpus_run_first(ray_session, tmp_path: Path) -> None:
-    from bench.sweep import stages
+    from bench.sweep.driver import stages
 
     models = [{"name": "mlp", "training": {"epochs": 2}}, {"name": "cnn", "training": {"epochs": 6}}]
     raw = {"datasets": [{"name": "digits", "owner_samples": 128, "models": models}],

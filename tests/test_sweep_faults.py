@@ -78,7 +78,7 @@ NODE_LOSS = textwrap.dedent(
     import sys, threading, time
     from pathlib import Path
     from ray.cluster_utils import Cluster
-    from bench.sweep import run_sweep
+    from bench.sweep.driver import run_sweep
     from sweep_helpers import runs_by_kind, tiny_config
 
     tmp = Path(sys.argv[1])

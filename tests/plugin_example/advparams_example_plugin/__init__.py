@@ -1,8 +1,9 @@
 """Example advparams attack plugin: add Gaussian noise to every conv/linear weight.
 
-An attack declares its parameters once (``params``); advparams validates user input against them,
-tunes the ``tune=True`` ones with Optuna, and calls ``run`` with the encrypted model, the attacker's
-data and budget. ``run`` must not modify the model it is given and must seed all randomness.
+An attack declares its parameters once (``params``) and implements ``attack``, its own step. advparams
+validates user input against the params, tunes the ``tune=True`` ones with Optuna, and its ``run`` calls
+``attack`` with a copy of the encrypted model (free to modify), the checked params, the attacker's data
+and budget. ``attack`` must seed all randomness from ``seed``.
 """
 
 from __future__ import annotations
@@ -29,21 +30,20 @@ class GaussianNoise(Attack):
         Param("sigma", "float", 0.05, low=0.0, high=0.5, help="noise std relative to each tensor's std"),
     )
 
-    def run(
+    def attack(
         self,
         model: nn.Module,
         data: AttackerData,
         params: dict[str, Any],
         budget: AttackerBudget,
         *,
-        seed: int = 0,
-        report: Report | None = None,  # call report(step, val_accuracy) if the attack trains
+        seed: int,
+        report: Report | None,  # call report(step, val_accuracy) if the attack trains
     ) -> AttackResult:
-        p = self.check_params(params, budget)  # defaults filled in, "0.1" strings coerced, ranges checked
-        noisy = self.copy_model(model)  # never modify the caller's model
+        # model: run()'s copy of the caller's model; params: every declared param, checked and filled in
         generator = torch.Generator().manual_seed(seed)  # same seed, same result
         with torch.no_grad():
-            for w in weight_params(noisy).values():
+            for w in weight_params(model).values():
                 noise = torch.randn(w.shape, generator=generator).to(w)
-                w.add_(noise * p["sigma"] * w.std())
-        return AttackResult(noisy, info={"sigma": p["sigma"]})
+                w.add_(noise * params["sigma"] * w.std())
+        return AttackResult(model, info={"sigma": params["sigma"]})

@@ -1,0 +1,221 @@
+"""Sweep configurations: a YAML file validated by pydantic, with command-line overrides.
+
+An experiment is data, not code: the grid is data sets x models x protection methods x protection
+budgets x attacks x attacker budgets x seeds. Validation names the key's path and what is allowed, on
+one line; `--set protect.eps=[0.5,1.0]` overrides any key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bench.errors import BenchError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _as_list(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+class Training(Strict):
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(0.05, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    batch_size: int = Field(128, ge=1)
+    weight_decay: float = Field(5e-4, ge=0)
+
+
+class ModelEntry(Strict):
+    name: str
+    args: dict[str, Any] = {}
+    training: Training = Training()
+    # None: each grid seed trains its own baseline (the spread includes training); an int: one baseline,
+    # trained with this seed, shared by every grid seed (which then varies the owner's and attacker's draws).
+    train_seed: int | None = None
+
+
+class DatasetEntry(Strict):
+    name: Literal["digits", "fashion_mnist", "cifar10", "gtsrb", "imagefolder"]
+    path: str | None = None  # imagefolder: folder with train/ and test/
+    models: list[ModelEntry] = Field(min_length=1)
+    owner_samples: int = Field(512, ge=1)
+
+    @model_validator(mode="after")
+    def _imagefolder_needs_path(self) -> DatasetEntry:
+        if self.name == "imagefolder" and not self.path:
+            raise ValueError("the imagefolder data set needs 'path' (a folder holding train/ and test/)")
+        return self
+
+
+class Protect(Strict):
+    """The protection grid: every method at every (max_params, eps) cell."""
+
+    methods: list[Literal["advparams", "random"]] = Field(["advparams", "random"], min_length=1)
+    max_params: list[int] = Field([64], min_length=1)
+    eps: list[float] = Field([1.0], min_length=1)
+    params_per_step: int = Field(1, ge=1)
+    target_accuracy: float | None = Field(None, ge=0, le=1)
+    layers: list[str] | None = None
+    stay_in_range: bool = True
+    rank: Literal["gain", "gradient"] = "gain"
+    loss: Literal["ce", "margin"] = "ce"
+    random_matches_advparams: bool = True  # random changes as many scalars as advparams did in the cell
+
+    _lists = field_validator("methods", "max_params", "eps", mode="before")(_as_list)
+
+    @field_validator("max_params")
+    @classmethod
+    def _positive_counts(cls, v: list[int]) -> list[int]:
+        if any(n < 1 for n in v):
+            raise ValueError("every max_params must be >= 1")
+        return v
+
+    @field_validator("eps")
+    @classmethod
+    def _positive_eps(cls, v: list[float]) -> list[float]:
+        if any(e <= 0 for e in v):
+            raise ValueError("every eps must be > 0")
+        return v
+
+
+class Attacks(Strict):
+    """The attacks and the attacker budgets: data fractions, tuning trials, epochs per trial."""
+
+    names: list[str] = Field(["all"], min_length=1)
+    methods: list[str] | None = Field(None, min_length=1)  # protection methods whose models are attacked (default: all)
+    fractions: list[float] = Field([0.1], min_length=1)
+    trials: int = Field(3, ge=1)
+    epochs: int = Field(1, ge=0)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    params: dict[str, dict[str, Any]] = {}  # fixed (untuned) parameters per attack
+
+    _lists = field_validator("names", "fractions", mode="before")(_as_list)
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions_in_range(cls, v: list[float]) -> list[float]:
+        if any(not 0 < f < 1 for f in v):
+            raise ValueError("every attacker fraction must be in (0, 1)")
+        return v
+
+
+class Resources(Strict):
+    """What one job of a kind asks Ray for; fractional GPUs share a card (a scheduling hint only)."""
+
+    num_cpus: float = Field(1, gt=0)
+    num_gpus: float = Field(0, ge=0)
+
+
+class Jobs(Strict):
+    train: Resources = Resources()
+    encrypt: Resources = Resources()
+    attack: Resources = Resources()
+    max_retries: int = Field(2, ge=0)  # retries after a worker or node is lost
+    runtime_env: dict[str, Any] | None = None  # Ray runtime_env when joining a cluster (working_dir, pip)
+    # Mixed precision and channels_last in training and evaluation (common.acceleration): auto = on CUDA
+    # only. Execution settings like num_cpus: not part of a job's id; each run is tagged with what it used.
+    amp: Literal["auto", "on", "off"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+
+
+class Tracking(Strict):
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str | None = None  # default: the config's name
+
+
+class SweepConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seeds: list[int] = Field([0], min_length=1)
+    storage: str = "runs"  # models, keys and studies; a folder every node reaches
+    data_root: str | None = None
+    download: bool = False
+    datasets: list[DatasetEntry] = Field(min_length=1)
+    protect: Protect = Protect()
+    attacks: Attacks = Attacks()
+    jobs: Jobs = Jobs()
+    tracking: Tracking = Tracking()
+
+    _lists = field_validator("seeds", mode="before")(_as_list)
+
+    @model_validator(mode="after")
+    def _attacked_methods_are_protected(self) -> SweepConfig:
+        missing = set(self.attacks.methods or []) - set(self.protect.methods)
+        if missing:
+            raise ValueError(f"attacks.methods names {sorted(missing)}, which protect.methods does not run")
+        return self
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``dotted.path=value`` override (value parsed as YAML) to the raw config dict."""
+    if "=" not in assignment:
+        raise BenchError(f"--set expects path=value, got {assignment!r}")
+    path, text = assignment.split("=", 1)
+    keys = [k for k in path.strip().split(".") if k]
+    if not keys:
+        raise BenchError(f"--set has an empty path: {assignment!r}")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise BenchError(f"--set {path}: cannot parse value {text!r} ({err.__class__.__name__})") from None
+    node: Any = raw
+    for i, key in enumerate(keys[:-1]):
+        if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        elif isinstance(node, dict):
+            node = node.setdefault(key, {})
+        else:
+            raise BenchError(f"--set {path}: {'.'.join(keys[: i + 1])} is not a section")
+    last = keys[-1]
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise BenchError(f"--set {path}: {'.'.join(keys[:-1])} is not a section")
+
+
+def _one_line(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{loc}: {msg}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def parse_config(raw: Any, source: str = "config", overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:
+    if not isinstance(raw, dict):
+        raise BenchError(f"{source}: expected a mapping of keys at the top level")
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    try:
+        return SweepConfig.model_validate(raw)
+    except ValidationError as err:
+        raise BenchError(_one_line(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:
+    """Read, override and validate a sweep config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise BenchError(f"{path}: not valid YAML{where}") from None
+    return parse_config(raw, str(path), overrides)

@@ -1,0 +1,265 @@
+"""The sweep's driver: plan the grid, run the missing jobs on Ray, log every result to MLflow.
+
+Ray schedules the jobs (train -> encrypt -> attack, dependencies passed as object refs, so each job starts
+when its inputs exist and wherever the cluster has room; training jobs that need more CPUs or GPUs than the
+others all run first, see `stages`); this driver only submits them, waits for results
+and logs each one the moment it arrives, so a driver killed mid-sweep loses nothing that finished. Jobs
+whose id already has a FINISHED run are skipped; a job that raises is logged as FAILED and the sweep goes
+on; a worker or node lost mid-job is retried by Ray (`jobs.max_retries`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from bench.sweep.config import SweepConfig
+from bench.errors import BenchError
+from bench.sweep.jobs import JobContext, run_job
+from bench.sweep.plan import EncryptJob, Job, Plan, Storage, TrainJob, dependencies, plan_for, stable_hash
+from bench.sweep.results import JobResult, attack_row, summarize, summary_result
+from bench.sweep.tracking import Tracker, check_uri
+from common.errors import first_line
+
+#: Jobs on Ray workers. The function lives in `bench.sweep.jobs`, which a worker imports by reference: not this
+#: module, whose MLflow and progress-bar imports a worker never needs.
+execute = ray.remote(run_job)
+
+
+def outputs_exist(job: Job, storage: Storage) -> bool:
+    """A finished train or encrypt job is only skipped while the files its dependants read are still there."""
+    if isinstance(job, TrainJob):
+        return storage.baseline(job).is_file()
+    if isinstance(job, EncryptJob):
+        return storage.encrypted(job).is_file() and storage.key(job).is_file()
+    return True
+
+
+def stages(plan: Plan, cfg: SweepConfig) -> list[list[Job]]:
+    """The jobs in the order they go to Ray, stage after stage. Ray starts whatever fits the free CPUs and
+    GPUs, so a training job asking for more than the encrypt and attack jobs could wait behind them until the
+    last of them has ended; such training jobs all run first, the rest once they have ended (so the attacks
+    of a fast baseline wait for the slowest one: the price of never starving a training job)."""
+    train, others = cfg.jobs.train, (cfg.jobs.encrypt, cfg.jobs.attack)
+    if any(train.num_cpus > o.num_cpus or train.num_gpus > o.num_gpus for o in others):
+        return [list(plan.trains), [*plan.encrypts, *plan.attacks]]
+    return [plan.jobs]
+
+
+def check_resources(cfg: SweepConfig) -> None:
+    """One line, instead of a sweep that waits forever, when no node can ever run a kind of job."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    for kind in ("train", "encrypt", "attack"):
+        res = getattr(cfg.jobs, kind)
+        if not any(n.get("CPU", 0) >= res.num_cpus and n.get("GPU", 0) >= res.num_gpus for n in nodes):
+            raise BenchError(f"jobs.{kind} asks for num_cpus={res.num_cpus:g}, num_gpus={res.num_gpus:g}, "
+                             "more than any node of this Ray cluster has")
+
+
+def sweep_id(cfg: SweepConfig) -> str:
+    """The grid's identity: execution settings (`jobs`: resources, retries, acceleration) and tracking are not
+    part of it, so a rerun with other resources reopens the same parent run."""
+    return stable_hash(cfg.model_dump(exclude={"tracking", "jobs"}))
+
+
+def connect(address: str | None, runtime_env: dict | None, local_cpus: int | None = None) -> bool:
+    """Join the cluster at ``address`` (or $RAY_ADDRESS, as `ray job submit` sets it), else start a local Ray
+    with ``local_cpus`` CPUs (default: this machine's cores). Returns whether this call started Ray (and so
+    must shut it down)."""
+    if ray.is_initialized():
+        return False
+    target = address or os.environ.get("RAY_ADDRESS")
+    try:
+        if target:
+            ray.init(address=target, runtime_env=runtime_env, log_to_driver=False)
+        else:
+            ray.init(address="local", num_cpus=local_cpus or os.cpu_count(), include_dashboard=False,
+                     log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise BenchError(f"cannot start or reach Ray{f' at {target}' if target else ''}: {first_line(err)}") from None
+    return True
+
+
+def _open_tracker(uri: str, experiment: str) -> tuple[Tracker, dict[str, JobResult]]:
+    tracker = Tracker(uri, experiment)
+    return tracker, tracker.finished()
+
+
+@dataclass
+class SweepOutcome:
+    counts: dict[str, Counter] = field(default_factory=dict)  # kind -> Counter(done/failed/skipped)
+    seconds: float = 0.0
+    parent_run_id: str = ""
+    failed: list[JobResult] = field(default_factory=list)
+    results: dict[str, JobResult] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _failure(job: Job, err: BaseException, failed_upstream: list[str]) -> JobResult:
+    if failed_upstream:
+        message = f"upstream job failed: {failed_upstream[0]}"
+        detail = message
+    else:
+        cause = getattr(err, "cause", None) or err
+        message = f"{type(cause).__name__}: {first_line(cause) if str(cause) else ''}"
+        detail = "".join(traceback.format_exception(err))
+    return JobResult(job.id, job.kind, job.name, status="FAILED", error=message,
+                     tags={"kind": job.kind, "job_id": job.id}, artifacts={"error.txt": detail})
+
+
+def _failed(ref: Any) -> bool:
+    """Whether an upstream job failed. Its ref is ready whenever a dependant has ended, but ray.wait may
+    hand the dependant's failure over first, so ask the ref rather than the order results arrived in."""
+    if not isinstance(ref, ray.ObjectRef):
+        return False  # a result read back from MLflow: finished
+    ready, _ = ray.wait([ref], timeout=0)
+    if not ready:
+        return False
+    try:
+        ray.get(ref)
+    except Exception:
+        return True
+    return False
+
+
+class _Bar:
+    """Live progress: done, running, failed, skipped and the time left. Where the output is not a terminal
+    (a log file, `ray job submit`), the same status is printed as a line every ``LOG_EVERY`` seconds."""
+
+    LOG_EVERY = 60.0
+
+    def __init__(self, console: Console, total: int, slots: int) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=console, transient=False, disable=not console.is_terminal)
+        self.task = self.progress.add_task("sweep", total=total, status="")
+        self.console, self.total, self.slots = console, total, slots
+        self.counts: Counter = Counter()
+        self.start = self.logged = time.monotonic()
+
+    def update(self, ready: int) -> None:
+        running = min(ready, self.slots)
+        c = self.counts
+        status = f"done {c['done']} · running {running} · failed {c['failed']} · skipped {c['skipped']}"
+        self.progress.update(self.task, completed=sum(c.values()), status=status)
+        now = time.monotonic()
+        if not self.console.is_terminal and (now - self.logged >= self.LOG_EVERY or sum(c.values()) == self.total):
+            self.logged = now
+            self.console.print(f"sweep {sum(c.values())}/{self.total}: {status} · {(now - self.start) / 60:.1f} min",
+                               highlight=False)
+
+
+def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str | None = None,
+              console: Console | None = None, local_cpus: int | None = None) -> SweepOutcome:
+    """Run every job of ``cfg`` not yet finished in its MLflow experiment; log each result as it lands.
+
+    A sweep's fixed costs overlap: the MLflow store opens (creating its tables on first use) while Ray
+    starts, and the summaries are logged while Ray shuts down.
+    """
+    console = console or Console(stderr=True)
+    start = time.perf_counter()
+    plan = plan_for(cfg)
+    contexts = {kind: JobContext.for_config(cfg, int(getattr(cfg.jobs, kind).num_cpus))
+                for kind in ("train", "encrypt", "attack")}
+    storage = Storage(contexts["train"].storage)
+    uri = tracking_uri or cfg.tracking.uri
+    check_uri(uri)  # refused before anything starts: a malformed URI, a CPU count for a cluster
+    if local_cpus is not None and (address or os.environ.get("RAY_ADDRESS")):
+        raise BenchError("a CPU count applies to a local Ray only; a cluster's CPUs are those of its nodes")
+    with ThreadPoolExecutor(1) as pool:
+        opening = pool.submit(_open_tracker, uri, cfg.experiment)
+        started = connect(address, cfg.jobs.runtime_env, local_cpus)
+        try:
+            tracker, finished = opening.result()
+            check_resources(cfg)
+            parent = tracker.open_sweep(sweep_id(cfg), cfg.name,
+                                        {"config": cfg.model_dump_json(), **{f"jobs.{k}": v for k, v in plan.counts().items()}},
+                                        [j.id for j in plan.jobs])
+        except BaseException:  # a store that cannot be read or written, a cluster too small: Ray goes too
+            if started:
+                ray.shutdown()
+            raise
+    outcome = SweepOutcome(counts={k: Counter() for k in ("train", "encrypt", "attack")}, parent_run_id=parent)
+    refs: dict[str, Any] = {}
+    pending: dict[Any, Job] = {}
+    names = {job.id: job.name for job in plan.jobs}
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.jobs.attack.num_cpus))
+    bar = _Bar(console, len(plan.jobs), slots)
+    status = "FAILED"  # anything that ends the loop early, but Ctrl-C, leaves the sweep FAILED
+    try:
+        with bar.progress:
+            for stage in stages(plan, cfg):
+                for job in stage:
+                    if job.id in finished and outputs_exist(job, storage):
+                        refs[job.id] = finished[job.id]
+                        outcome.results[job.id] = finished[job.id]
+                        outcome.counts[job.kind]["skipped"] += 1
+                        bar.counts["skipped"] += 1
+                        continue
+                    res = getattr(cfg.jobs, job.kind)
+                    ref = execute.options(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_retries=cfg.jobs.max_retries,
+                                          name=job.name).remote(job, contexts[job.kind], *[refs[d] for d in dependencies(job)])
+                    refs[job.id] = ref
+                    pending[ref] = job
+                while pending:
+                    bar.update(ready=len(pending))
+                    done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                    for ref in done:
+                        job = pending.pop(ref)
+                        try:
+                            result = ray.get(ref)
+                        except Exception as err:  # the job raised, or its upstream did: record it, go on
+                            result = _failure(job, err, [names[d] for d in dependencies(job) if _failed(refs[d])])
+                        tracker.log_result(result, parent)
+                        outcome.results[job.id] = result
+                        if result.status == "FINISHED":
+                            outcome.counts[job.kind]["done"] += 1
+                            bar.counts["done"] += 1
+                        else:
+                            outcome.failed.append(result)
+                            outcome.counts[job.kind]["failed"] += 1
+                            bar.counts["failed"] += 1
+            bar.update(ready=0)
+        rows = [attack_row(r) for r in outcome.results.values() if r.kind == "attack" and r.status == "FINISHED"]
+        with ThreadPoolExecutor(1) as pool:  # every job has ended: Ray is no longer needed
+            logged = pool.submit(lambda: [tracker.replace_result(summary_result(s), parent) for s in summarize(rows)])
+            if started:
+                ray.shutdown()
+                started = False
+            logged.result()
+        status = "FINISHED" if outcome.ok else "FAILED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        outcome.seconds = time.perf_counter() - start
+        tracker.close_sweep(parent, status, {"sweep_seconds": outcome.seconds, "jobs_failed": len(outcome.failed)})
+        if started:
+            ray.shutdown()
+    return outcome
+
+
+def print_outcome(outcome: SweepOutcome, console: Console) -> None:
+    table = Table(title=f"sweep finished in {outcome.seconds:.0f} s")
+    for col in ("jobs", "done", "skipped", "failed"):
+        table.add_column(col, justify="left" if col == "jobs" else "right")
+    for kind, c in outcome.counts.items():
+        table.add_row(kind, str(c["done"]), str(c["skipped"]), str(c["failed"]))
+    console.print(table)
+    for r in outcome.failed[:10]:
+        console.print(f"[red]FAILED[/red] {r.name}: {r.error}")

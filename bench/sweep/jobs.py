@@ -1,0 +1,171 @@
+"""The sweep's jobs: one typed entry point per kind, each a function of its spec and its inputs' files.
+
+A job reads the files its upstream jobs wrote under the storage root, writes its own there, and returns a
+`JobResult` of plain figures. It never touches MLflow (the driver logs) and never returns a key (keys stay
+in the storage root's private folder, mode 0600). Because a job depends only on its spec, it can run
+alone, in a test, on any node, and be retried.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from attacks import AttackerBudget, acceleration
+from common.acceleration import Acceleration
+from bench.sweep.config import SweepConfig
+from bench.zoo.data import DataSet, default_data_root
+from bench.zoo.modelfile import load_model
+from bench.zoo.models import build_model
+from bench.sweep.plan import AttackJob, EncryptJob, Job, Storage, TrainJob
+from bench.sweep.results import CELL_METRICS, JobResult, recovery
+from bench.zoo.baseline import compute_device, train_baseline
+from bench.zoo.workflow import DataOptions, attack_model, encrypt_file, read_key, verify_decryption
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What every job needs besides its spec: where files live, where data comes from, its threads."""
+
+    storage: Path
+    data: DataOptions
+    num_threads: int = 1
+    acceleration: Acceleration = Acceleration()
+
+    @classmethod
+    def for_config(cls, cfg: SweepConfig, num_threads: int = 1) -> JobContext:
+        """The context of ``cfg``'s jobs: its storage and data root (resolved, so every node and process reads
+        the same folders), its acceleration setting, ``num_threads`` torch threads."""
+        root = Path(cfg.data_root) if cfg.data_root else default_data_root()
+        return cls(storage=Path(cfg.storage).resolve(), data=DataOptions(root.resolve(), cfg.download),
+                   num_threads=max(1, num_threads), acceleration=Acceleration(cfg.jobs.amp, cfg.jobs.channels_last))
+
+    def prepare(self) -> Storage:
+        torch.set_num_threads(max(1, self.num_threads))
+        acceleration.use(self.acceleration)
+        return Storage(self.storage).create()
+
+    def options(self, job: TrainJob) -> DataOptions:
+        """The data options, pointed at the job's own folder for the imagefolder data set."""
+        return self.data.for_folder(job.dataset_path)
+
+    def dataset(self, job: TrainJob) -> DataSet:
+        return self.options(job).load(job.dataset)
+
+
+def _environment_tags() -> dict[str, str]:
+    device = compute_device()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {"host": platform.node(), "device": f"{device.type}:{name}", **acceleration.current().describe(device)}
+
+
+def _train_params(job: TrainJob) -> dict:
+    return {"dataset": job.dataset, "model": job.model, "train_seed": job.seed,
+            **{f"model.{k}": v for k, v in job.model_args.items()},
+            **{f"train.{k}": v for k, v in job.training.items()}}
+
+
+def run_train(job: TrainJob, ctx: JobContext) -> JobResult:
+    storage = ctx.prepare()
+    start = time.perf_counter()
+    path, acc = train_baseline(job, ctx.dataset(job), storage.baseline(job))
+    return JobResult(
+        job.id, "train", job.name,
+        params={**_train_params(job), "seed": job.seed, "job_id": job.id},
+        metrics={"acc_clean": acc, "train_seconds": time.perf_counter() - start},
+        tags={"kind": "train", "job_id": job.id, **_environment_tags()},
+    )
+
+
+def _budget_params(job: EncryptJob, max_params: int) -> dict:
+    b = {**job.budget, "max_params": max_params}
+    return {"method": job.method, "cell": job.cell, "owner_samples": job.owner_samples,
+            **{f"budget.{k}": (",".join(v) if isinstance(v, list) else v) for k, v in b.items()}}
+
+
+def run_encrypt(job: EncryptJob, ctx: JobContext, train: JobResult, match: JobResult | None = None) -> JobResult:
+    """Encrypt the baseline; a `random` job matched to an advparams job changes as many scalars as it did."""
+    import protect
+
+    storage = ctx.prepare()
+    max_params = job.budget["max_params"]
+    if match is not None:
+        max_params = max(1, int(match.metrics["num_encrypted"]))
+    budget = protect.Budget(**{**job.budget, "max_params": max_params})
+    outcome = encrypt_file(
+        storage.baseline(job.train), storage.encrypted(job), storage.key(job),
+        budget=budget, method=job.method, data=ctx.options(job.train), split_seed=job.seed,
+        owner_count=job.owner_samples, force=True,
+    )
+    acc_decrypted, exact = verify_decryption(
+        storage.encrypted(job), storage.key(job), storage.baseline(job.train), data=ctx.options(job.train)
+    )
+    stats = {f"stat.{k}": float(v) for k, v in outcome.stats.items() if isinstance(v, (int, float))}
+    return JobResult(
+        job.id, "encrypt", job.name,
+        params={**_train_params(job.train), **_budget_params(job, max_params), "seed": job.seed, "job_id": job.id},
+        metrics={
+            "acc_clean": outcome.acc_clean, "acc_encrypted": outcome.acc_encrypted, "acc_decrypted": acc_decrypted,
+            "drop_points": outcome.drop_points, "drop_relative": outcome.drop_relative,
+            "encrypted_fraction": outcome.encrypted_fraction, "num_encrypted": float(outcome.num_changed),
+            "total_params": float(outcome.total_params), "encrypt_seconds": outcome.seconds,
+            "decrypt_bit_exact": float(exact), **stats,
+        },
+        tags={"kind": "encrypt", "job_id": job.id, "key_fingerprint": outcome.key_fingerprint, **_environment_tags()},
+    )
+
+
+def run_attack(job: AttackJob, ctx: JobContext, train: JobResult, encrypt: JobResult | None = None) -> JobResult:
+    """Attack the encrypted model (or, for an attack that ignores weights, the baseline's architecture)."""
+    storage = ctx.prepare()
+    ds = ctx.dataset(job.train)
+    if job.encrypt is not None:
+        model, _ = load_model(storage.encrypted(job.encrypt), device=compute_device())
+    else:  # an attack that ignores the weights gets the architecture alone, never trained weights
+        torch.manual_seed(job.seed)
+        model = build_model(job.train.model, num_classes=ds.num_classes, input_shape=ds.input_shape,
+                            **job.train.model_args).to(compute_device())
+    key = read_key(storage.key(job.encrypt), None) if job.encrypt else None
+    budget = AttackerBudget(data_fraction=job.fraction, trials=job.trials, epochs=job.epochs)
+    outcome = attack_model(
+        job.attack, model, ds, budget=budget, seed=job.seed, owner_count=job.owner_samples,
+        val_fraction=job.val_fraction, fixed=job.fixed, key=key, study=storage.study(job),
+    )
+    metrics = {"acc_attacked": outcome.acc_attacked, "val_attacked": outcome.val_attacked,
+               "val_encrypted": outcome.val_before, "attack_seconds": outcome.seconds}
+    params = {**_train_params(job.train), "attack": job.attack, "fraction": job.fraction, "trials": job.trials,
+              "epochs": job.epochs, "seed": job.seed, "job_id": job.id,
+              **{f"tuned.{k}": v for k, v in outcome.best_params.items()}}
+    if encrypt is not None:
+        metrics.update({k: encrypt.metrics[k] for k in (*CELL_METRICS, "encrypt_seconds") if k in encrypt.metrics})
+        rec = recovery(encrypt.metrics["acc_clean"], encrypt.metrics["acc_encrypted"], outcome.acc_attacked)
+        if rec is not None:
+            metrics["recovery"] = rec
+        params.update({k: v for k, v in encrypt.params.items() if k in ("method", "cell") or k.startswith("budget.")})
+    else:
+        metrics["acc_clean"] = train.metrics["acc_clean"]
+    if outcome.key_precision is not None:
+        metrics["key_precision"] = outcome.key_precision
+        metrics["key_recall"] = outcome.key_recall
+    trials = [asdict(t) for t in outcome.trials]
+    return JobResult(
+        job.id, "attack", job.name, params=params, metrics=metrics,
+        tags={"kind": "attack", "job_id": job.id, **_environment_tags(),
+              **({"key_fingerprint": encrypt.tags["key_fingerprint"]} if encrypt else {})},
+        artifacts={"trials.json": json.dumps(trials, indent=1, default=str)},
+    )
+
+
+def run_job(job: Job, ctx: JobContext, *upstream: JobResult | None) -> JobResult:
+    """Run any job, given its upstream jobs' results in `bench.sweep.plan.dependencies` order: the one entry point
+    that the sweep's Ray workers and a plain loop both call (a worker imports this module, not the driver's)."""
+    if isinstance(job, TrainJob):
+        return run_train(job, ctx)
+    if isinstance(job, EncryptJob):
+        return run_encrypt(job, ctx, *upstream)
+    return run_attack(job, ctx, *upstream)

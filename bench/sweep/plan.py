@@ -1,0 +1,242 @@
+"""The plan: a sweep config expanded into job specs, each named by a hash of what determines its result.
+
+A job's id is the hash of its resolved spec and of ``RESULTS_VERSION`` (bumped when a code change would
+change results, not on every commit, so finished jobs and caches survive ordinary work). Rerunning a config
+therefore finds the same ids and skips what is finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attacks import AttackError, attack_names, get_attack
+from bench.sweep.config import SweepConfig
+from bench.errors import BenchError
+
+#: Bump when a change to the code would change the results of finished jobs.
+RESULTS_VERSION = 1
+
+
+def stable_hash(payload: Any, length: int = 16) -> str:
+    """A short SHA-256 of a JSON-serialisable payload, independent of key order."""
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def _cell_label(max_params: int, eps: float) -> str:
+    return f"n={max_params},eps={eps:g}"
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    dataset: str
+    dataset_path: str | None
+    model: str
+    model_args: dict[str, Any]
+    training: dict[str, Any]  # bench.sweep.config.Training fields
+    seed: int
+
+    kind = "train"
+
+    @property
+    def id(self) -> str:
+        return stable_hash({"kind": self.kind, **asdict(self), "v": RESULTS_VERSION})
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}/{self.model}/seed={self.seed}/train"
+
+    def file_name(self) -> str:
+        return f"{self.dataset}-{self.model.replace(':', '_')}-s{self.seed}-{self.id}.safetensors"
+
+
+@dataclass(frozen=True)
+class EncryptJob:
+    train: TrainJob
+    method: str
+    budget: dict[str, Any]  # protect.Budget fields, its seed the grid's
+    owner_samples: int
+    match: str | None = None  # id of the advparams job whose scalar count a random job takes
+
+    kind = "encrypt"
+
+    @property
+    def id(self) -> str:
+        return stable_hash({"kind": self.kind, "train": self.train.id, "method": self.method,
+                            "budget": self.budget, "owner_samples": self.owner_samples, "match": self.match, "v": RESULTS_VERSION})
+
+    @property
+    def cell(self) -> str:
+        return _cell_label(self.budget["max_params"], self.budget["eps"])
+
+    @property
+    def seed(self) -> int:
+        """The grid's seed: it draws the owner's samples and seeds the method."""
+        return int(self.budget["seed"])
+
+    @property
+    def name(self) -> str:
+        return f"{self.train.dataset}/{self.train.model}/{self.method}[{self.cell}]/seed={self.seed}"
+
+
+@dataclass(frozen=True)
+class AttackJob:
+    train: TrainJob
+    encrypt: EncryptJob | None  # None: an attack that ignores the stolen weights (the scratch reference)
+    attack: str
+    fraction: float
+    trials: int
+    epochs: int
+    val_fraction: float
+    owner_samples: int
+    seed: int  # the grid's: it draws the attacker's share and seeds the attack and its tuning
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    kind = "attack"
+
+    @property
+    def id(self) -> str:
+        return stable_hash({"kind": self.kind, "train": self.train.id,
+                            "encrypt": self.encrypt.id if self.encrypt else None, "attack": self.attack,
+                            "fraction": self.fraction, "trials": self.trials, "epochs": self.epochs,
+                            "val_fraction": self.val_fraction, "owner_samples": self.owner_samples, "seed": self.seed, "fixed": self.fixed, "v": RESULTS_VERSION})
+
+    @property
+    def name(self) -> str:
+        target = f"{self.encrypt.method}[{self.encrypt.cell}]" if self.encrypt else "from-scratch"
+        return f"{self.train.dataset}/{self.train.model}/{target}/{self.attack}@{self.fraction:.0%}/seed={self.seed}"
+
+
+Job = TrainJob | EncryptJob | AttackJob
+
+
+@dataclass(frozen=True)
+class Plan:
+    trains: list[TrainJob]
+    encrypts: list[EncryptJob]
+    attacks: list[AttackJob]
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [*self.trains, *self.encrypts, *self.attacks]
+
+    def counts(self) -> dict[str, int]:
+        return {"train": len(self.trains), "encrypt": len(self.encrypts), "attack": len(self.attacks)}
+
+
+def dependencies(job: Job) -> list[str]:
+    """Ids of the jobs whose results ``job`` takes, in the order `bench.sweep.jobs.run_job` expects them."""
+    if isinstance(job, TrainJob):
+        return []
+    if isinstance(job, EncryptJob):
+        return [job.train.id] + ([job.match] if job.match else [])
+    return [job.train.id, job.encrypt.id] if job.encrypt else [job.train.id]
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where a sweep's files live: a folder every node reaches. Keys go in a private sub-folder."""
+
+    root: Path
+
+    def create(self) -> Storage:
+        """Make the folders; the key folder readable by its owner only."""
+        for sub in ("baselines", "encrypted", "studies", "keys"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root / "keys", 0o700)
+        return self
+
+    def baseline(self, job: TrainJob) -> Path:
+        return self.root / "baselines" / f"{job.id}.safetensors"
+
+    def encrypted(self, job: EncryptJob) -> Path:
+        return self.root / "encrypted" / f"{job.id}.safetensors"
+
+    def key(self, job: EncryptJob) -> Path:
+        return self.root / "keys" / f"{job.id}.key"
+
+    def study(self, job: AttackJob) -> Path:
+        return self.root / "studies" / f"{job.id}.journal"
+
+
+def resolve_attacks(names: list[str], registered: list[str]) -> list[str]:
+    """Expand ``all`` to every registered attack; keep the given order otherwise."""
+    unknown = [n for n in names if n != "all" and n not in registered]
+    if unknown:
+        raise BenchError(f"attacks.names: unknown attack {unknown[0]!r}; registered: {', '.join(registered)}")
+    out: list[str] = []
+    for name in names:
+        for n in registered if name == "all" else [name]:
+            if n not in out:
+                out.append(n)
+    return out
+
+
+def make_plan(cfg: SweepConfig, registered_attacks: list[str], weight_free: set[str]) -> Plan:
+    """Expand the grid. ``weight_free`` names the attacks that ignore the stolen weights (run once per
+    baseline and attacker budget rather than once per encrypted model)."""
+    trains: dict[str, TrainJob] = {}  # a baseline with a fixed train_seed is shared by every grid seed
+    encrypts: list[EncryptJob] = []
+    attacks: list[AttackJob] = []
+    names = resolve_attacks(cfg.attacks.names, registered_attacks)
+    attacked_methods = set(cfg.attacks.methods or cfg.protect.methods)
+    p = cfg.protect
+    for ds, seed in itertools.product(cfg.datasets, cfg.seeds):
+        for m in ds.models:
+            train_seed = seed if m.train_seed is None else m.train_seed
+            train = TrainJob(ds.name, ds.path, m.name, dict(m.args), m.training.model_dump(), train_seed)
+            trains.setdefault(train.id, train)
+            cell_jobs: list[EncryptJob] = []
+            for max_params, eps in itertools.product(p.max_params, p.eps):
+                budget = {"max_params": max_params, "eps": eps, "params_per_step": p.params_per_step,
+                          "target_accuracy": p.target_accuracy, "layers": p.layers,
+                          "stay_in_range": p.stay_in_range, "rank": p.rank, "loss": p.loss, "seed": seed}
+                adv = EncryptJob(train, "advparams", budget, ds.owner_samples) if "advparams" in p.methods else None
+                if adv is not None:  # first: the jobs matched to it take its result
+                    cell_jobs.append(adv)
+                for method in (m for m in p.methods if m != "advparams"):
+                    match = adv.id if adv is not None and p.random_matches_advparams else None
+                    cell_jobs.append(EncryptJob(train, method, budget, ds.owner_samples, match))
+            encrypts.extend(cell_jobs)
+            common = dict(trials=cfg.attacks.trials, epochs=cfg.attacks.epochs, val_fraction=cfg.attacks.val_fraction,
+                          owner_samples=ds.owner_samples, seed=seed)
+            targets = [enc for enc in cell_jobs if enc.method in attacked_methods]
+            for attack, fraction in itertools.product(names, cfg.attacks.fractions):
+                fixed = dict(cfg.attacks.params.get(attack, {}))
+                if attack in weight_free:
+                    attacks.append(AttackJob(train, None, attack, fraction, fixed=fixed, **common))
+                else:
+                    attacks.extend(AttackJob(train, enc, attack, fraction, fixed=fixed, **common) for enc in targets)
+    return Plan(list(trains.values()), _unique(encrypts), _unique(attacks))
+
+
+def _unique(jobs: list) -> list:
+    """Jobs in plan order, each id once: repeated config entries (seeds: [0, 0]) plan the same job twice."""
+    seen: dict[str, Any] = {}
+    for job in jobs:
+        seen.setdefault(job.id, job)
+    return list(seen.values())
+
+
+def weight_free_attacks() -> set[str]:
+    """Attacks that ignore the stolen weights run once per baseline and attacker budget."""
+    return {name for name in attack_names() if not get_attack(name).uses_weights}
+
+
+def plan_for(cfg: SweepConfig) -> Plan:
+    """The config's plan; attack names and fixed attack parameters are checked against the registry."""
+    plan = make_plan(cfg, attack_names(), weight_free_attacks())
+    for name, fixed in cfg.attacks.params.items():
+        if name not in attack_names():
+            raise BenchError(f"attacks.params.{name}: unknown attack; registered: {', '.join(attack_names())}")
+        try:
+            get_attack(name).check_params(fixed)
+        except AttackError as err:
+            raise BenchError(f"attacks.params.{name}: {err}") from None
+    return plan

@@ -1,0 +1,294 @@
+"""The report: tables and plots of an experiment, rendered from its MLflow runs (results as data).
+
+Per data set x model x method x protection budget: clean, encrypted and decrypted accuracy. Per attacker
+budget on top: every attack's attacked accuracy, the worst case (the attack the attacker's own validation
+split would pick), training from scratch, and the stolen value, each as mean ± standard deviation across
+seeds. Written as CSV, JSON and PNG, and logged to the sweep's parent run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from bench.errors import BenchError  # noqa: E402
+from bench.sweep.results import (  # noqa: E402
+    JobResult,
+    Spread,
+    Summary,
+    as_record,
+    attack_row,
+    by_seed_groups,
+    differs,
+    holds,
+    model_label,
+    spread,
+    summarize,
+)
+from bench.sweep.tracking import Tracker  # noqa: E402
+
+PCT = 100.0
+
+
+@dataclass(frozen=True)
+class ProtectionRow:
+    dataset: str
+    model: str
+    method: str
+    cell: str
+    max_params: int
+    eps: float
+    clean: Spread | None
+    encrypted: Spread | None
+    decrypted: Spread | None
+    drop_points: Spread | None
+    drop_relative: Spread | None
+    changed: Spread | None
+    changed_share: Spread | None  # percent of all parameters
+    encrypt_seconds: Spread | None
+
+
+@dataclass(frozen=True)
+class AttackRowAgg:
+    dataset: str
+    model: str
+    method: str
+    cell: str
+    fraction: float
+    attacked: dict[str, Spread | None]
+    worst_case: Spread | None
+    best_attacks: str
+    scratch: Spread | None
+    stolen: Spread | None
+    holds: bool | None
+
+
+def _pcts(values: list[float]) -> Spread | None:
+    return spread([PCT * v for v in values])
+
+
+def protection_rows(encrypts: list[JobResult]) -> list[ProtectionRow]:
+    groups: dict[tuple, list[JobResult]] = defaultdict(list)
+    for r in encrypts:
+        p = r.params
+        groups[(p["dataset"], model_label(p), p["method"], p["cell"])].append(r)
+    rows = []
+    for (dataset, model, method, cell), rs in sorted(groups.items(), key=lambda kv: _order(kv[0])):
+        m = lambda k: [r.metrics[k] for r in rs if k in r.metrics]  # noqa: E731
+        first = rs[0].params
+        rows.append(ProtectionRow(
+            dataset, model, method, cell, int(first["budget.max_params"]), float(first["budget.eps"]),
+            _pcts(m("acc_clean")), _pcts(m("acc_encrypted")), _pcts(m("acc_decrypted")), spread(m("drop_points")),
+            spread(m("drop_relative")), spread(m("num_encrypted")), _pcts(m("encrypted_fraction")), spread(m("encrypt_seconds")),
+        ))
+    return rows
+
+
+def _order(key: tuple) -> tuple:
+    """Sort cells numerically (n=8 before n=64)."""
+    return tuple((0, float(x)) if _is_number(x) else (1, _cell_key(str(x))) for x in key)
+
+
+def _cell_key(text: str) -> str:
+    if text.startswith("n="):
+        n, _, rest = text[2:].partition(",")
+        return f"n={int(n):09d},{rest}" if n.isdigit() else text
+    return text
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def attack_rows(summaries: list[Summary]) -> list[AttackRowAgg]:
+    rows = []
+    for (dataset, model, method, cell, fraction), ss in sorted(by_seed_groups(summaries).items(), key=lambda kv: _order(kv[0])):
+        names = sorted({a for s in ss for a in s.attacked})
+        stolen = spread([s.stolen_value_points for s in ss if s.stolen_value_points is not None])
+        rows.append(AttackRowAgg(
+            dataset, model, method, cell, fraction,
+            attacked={a: _pcts([s.attacked[a] for s in ss if a in s.attacked]) for a in names},
+            worst_case=_pcts([s.worst_case_attacked for s in ss]),
+            best_attacks=",".join(sorted({s.best_attack for s in ss})),
+            scratch=_pcts([s.scratch_accuracy for s in ss if s.scratch_accuracy is not None]),
+            stolen=stolen,
+            holds=holds(stolen),
+        ))
+    return rows
+
+
+@dataclass
+class Report:
+    experiment: str
+    protection: list[ProtectionRow]
+    attacks: list[AttackRowAgg]
+
+    @property
+    def attack_names(self) -> list[str]:
+        return sorted({a for r in self.attacks for a in r.attacked})
+
+
+def build_report(tracker: Tracker, experiment: str, job_ids: set[str] | None = None) -> Report:
+    """The report of ``job_ids`` (a sweep's plan; None: every finished job of the experiment)."""
+    finished = [r for job_id, r in tracker.finished().items() if job_ids is None or job_id in job_ids]
+    encrypts = [r for r in finished if r.kind == "encrypt"]
+    attacks = [r for r in finished if r.kind == "attack"]
+    if not encrypts and not attacks:
+        raise BenchError(f"experiment {experiment!r} has no finished encrypt or attack runs in {tracker.uri}")
+    return Report(experiment, protection_rows(encrypts), attack_rows(summarize(attack_row(r) for r in attacks)))
+
+
+# ---------------------------------------------------------------------------------------- rendering
+def cell(x: Spread | None) -> str:
+    """A table cell: mean ± std, or - where there is no figure."""
+    return "-" if x is None else str(x)
+
+
+def print_report(report: Report, console: Console) -> None:
+    t = Table(title=f"{report.experiment}: protection (accuracy in %, mean ± std over seeds)")
+    for c in ("data set", "model", "method", "budget", "clean", "encrypted", "decrypted", "drop (points)",
+              "drop (% of clean)", "scalars changed", "% of params", "encrypt s"):
+        t.add_column(c, justify="left" if c in ("data set", "model", "method", "budget") else "right")
+    for r in report.protection:
+        share = f"{r.changed_share.mean:.6f}" if r.changed_share else "-"
+        t.add_row(r.dataset, r.model, r.method, r.cell, cell(r.clean), cell(r.encrypted), cell(r.decrypted),
+                  cell(r.drop_points), cell(r.drop_relative), cell(r.changed), share, cell(r.encrypt_seconds))
+    console.print(t)
+    names = report.attack_names
+    t = Table(title=f"{report.experiment}: attacks (test accuracy in %; ≈ = within the spread of scratch)")
+    for c in ("data set", "model", "method", "budget", "attacker %", *names, "worst case", "scratch", "stolen (points)", "holds"):
+        t.add_column(c, justify="left" if c in ("data set", "model", "method", "budget") else "right")
+    for r in report.attacks:
+        cells = []
+        for a in names:
+            v = r.attacked.get(a)
+            cells.append("-" if v is None else (f"≈{v}" if r.scratch and not differs(v, r.scratch) else str(v)))
+        held = "-" if r.holds is None else ("yes" if r.holds else "NO")
+        t.add_row(r.dataset, r.model, r.method, r.cell, f"{PCT * r.fraction:g}", *cells,
+                  f"{cell(r.worst_case)} ({r.best_attacks})", cell(r.scratch), cell(r.stolen), held)
+    console.print(t)
+
+
+def report_records(report: Report) -> dict[str, list[dict[str, Any]]]:
+    """The report as JSON-friendly rows (each Spread as {mean, std, n})."""
+    return {
+        "protection": [as_record(vars(r)) for r in report.protection],
+        "attacks": [{**as_record(vars(r)), "attacked": as_record(r.attacked)} for r in report.attacks],
+    }
+
+
+def _flat(rec: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in rec.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def write_tables(report: Report, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    records = report_records(report)
+    paths = [out / "report.json"]
+    paths[0].write_text(json.dumps(records, indent=1))
+    for name, rows in records.items():
+        flat = [_flat(r) for r in rows]
+        if not flat:
+            continue
+        path = out / f"{name}.csv"
+        fields = sorted({k for r in flat for k in r}, key=lambda k: list(flat[0]).index(k) if k in flat[0] else 999)
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(flat)
+        paths.append(path)
+    return paths
+
+
+def write_plots(report: Report, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    by_model: dict[tuple, list[ProtectionRow]] = defaultdict(list)
+    for r in report.protection:
+        by_model[(r.dataset, r.model)].append(r)
+    for (dataset, model), rows in by_model.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for (method, eps) in sorted({(r.method, r.eps) for r in rows}):
+            pts = sorted((r.max_params, r.encrypted) for r in rows if r.method == method and r.eps == eps and r.encrypted)
+            ax.errorbar([p[0] for p in pts], [p[1].mean for p in pts], yerr=[p[1].std for p in pts], marker="o",
+                        capsize=3, label=f"{method}, eps={eps:g}")
+        clean = [r.clean.mean for r in rows if r.clean]
+        if clean:
+            ax.axhline(sum(clean) / len(clean), color="grey", linestyle=":", label="clean")
+        ax.set(xscale="log", xlabel="max scalars changed (budget)", ylabel="test accuracy (%)",
+               title=f"{dataset} / {model}: encrypted accuracy vs budget", ylim=(0, 100))
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, out / f"accuracy_vs_budget_{dataset}_{model}.png"))
+    names = report.attack_names
+    for (dataset, model) in sorted({(r.dataset, r.model) for r in report.attacks}):
+        rows = [r for r in report.attacks if r.dataset == dataset and r.model == model]
+        fraction = max(r.fraction for r in rows)
+        rows = [r for r in rows if r.fraction == fraction]
+        labels = [f"{r.method}[{r.cell}]" for r in rows]
+        grid = [[(r.attacked.get(a).mean if r.attacked.get(a) else float("nan")) for a in names] for r in rows]
+        fig, ax = plt.subplots(figsize=(1.2 * len(names) + 3, 0.5 * len(rows) + 2))
+        im = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        ax.set_yticks(range(len(labels)), labels)
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                ax.text(j, i, "-" if v != v else f"{v:.0f}", ha="center", va="center", fontsize=8,
+                        color="black" if v == v and v > 60 else "white")
+        fig.colorbar(im, label="attacked test accuracy (%)")
+        ax.set_title(f"{dataset} / {model}: accuracy recovered, attacker holds {PCT * fraction:g} %")
+        paths.append(_save(fig, out / f"attacks_heatmap_{dataset}_{model}.png"))
+    for dataset in sorted({r.dataset for r in report.attacks}):
+        rows = [r for r in report.attacks if r.dataset == dataset]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label in sorted({(r.model, r.method, r.cell) for r in rows}):
+            pts = sorted((r.fraction, r.worst_case) for r in rows if (r.model, r.method, r.cell) == label and r.worst_case)
+            ax.errorbar([PCT * f for f, _ in pts], [s.mean for _, s in pts], yerr=[s.std for _, s in pts], marker="o",
+                        capsize=3, label=f"best attack: {label[1]}[{label[2]}] ({label[0]})")
+        for model in sorted({r.model for r in rows}):
+            pts = sorted({(r.fraction, r.scratch.mean, r.scratch.std) for r in rows if r.model == model and r.scratch})
+            if pts:
+                ax.errorbar([PCT * f for f, _, _ in pts], [m for _, m, _ in pts], yerr=[s for _, _, s in pts], color="black",
+                            linestyle="--", marker="s", capsize=3, label=f"scratch ({model})")
+        ax.set(xlabel="attacker's share of the training set (%)", ylabel="test accuracy (%)", ylim=(0, 100),
+               title=f"{dataset}: stolen weights vs training from scratch")
+        ax.legend(fontsize=7)
+        paths.append(_save(fig, out / f"stolen_value_{dataset}.png"))
+    return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def make_report(tracker: Tracker, experiment: str, out: Path, console: Console, sweep_run: str | None = None) -> Report:
+    """Print the tables of one sweep (default: the experiment's newest), write CSV/JSON/PNG under ``out``,
+    and log them to that sweep's run."""
+    sweep_run = sweep_run or tracker.latest_sweep()
+    report = build_report(tracker, experiment, tracker.sweep_jobs(sweep_run) if sweep_run else None)
+    print_report(report, console)
+    files = write_tables(report, out) + write_plots(report, out)
+    if sweep_run:
+        for path in files:
+            tracker.log_artifact(sweep_run, path, "report")
+    console.print(f"report written to {out}/ ({len(files)} files)" + (", logged to the sweep's run" if sweep_run else ""))
+    return report

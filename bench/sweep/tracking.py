@@ -1,0 +1,202 @@
+"""MLflow tracking, written from the sweep's driver only.
+
+Workers return `JobResult`s; the driver turns each into one MLflow run nested under the sweep's parent
+run, so concurrent jobs never meet SQLite's "database is locked" and no worker needs MLflow at all. The
+same store is the sweep's memory: a job whose id has a FINISHED run is skipped when the config is rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from bench.errors import BenchError
+from bench.sweep.results import JobResult
+from common.errors import first_line
+
+PARENT_TAG = "mlflow.parentRunId"
+SWEEP_JOBS = "jobs.json"
+MAX_PARAM = 6000
+MAX_TAG = 5000
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def code_tags() -> dict[str, str]:
+    """The code a run came from: git commit (when in a checkout) and package versions."""
+    tags = {}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent)
+        if commit.returncode == 0:
+            tags["git_commit"] = commit.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    for pkg in ("advparams", "torch", "torchvision", "ray", "mlflow", "optuna", "torch-pruning"):
+        try:
+            tags[f"version.{pkg}"] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return tags
+
+
+def default_artifact_root(uri: str) -> str | None:
+    """For a local SQLite store, artifacts go to a folder `mlartifacts` beside the database file
+    (None: a tracking server decides, and proxies them)."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        return (db.resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
+SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_uri(uri: str, *, must_exist: bool = False) -> None:
+    """One line for a tracking URI MLflow would refuse with a traceback (or create when only reading)."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
+    if scheme not in SCHEMES:
+        raise BenchError(f"tracking URI {uri!r} is not supported; use sqlite:///FILE.db or http://HOST:PORT")
+    if must_exist and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise BenchError(f"no MLflow store at {uri.removeprefix('sqlite:///')}; run a sweep first")
+
+
+class Tracker:
+    """One experiment of an MLflow store, seen through job ids."""
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        check_uri(uri)
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = (
+                found.experiment_id
+                if found is not None
+                else self.client.create_experiment(experiment, artifact_location=default_artifact_root(uri))
+            )
+        except Exception as err:  # connection refused, bad URI, store errors: one line for the user
+            raise BenchError(f"cannot open MLflow store {uri!r}: {first_line(err, 300)}") from None
+        self.code = code_tags()
+        self._unfinished: set[str] | None = None  # job ids with runs not FINISHED; None: not read yet
+
+    # ---------------------------------------------------------------------------------------- reading
+    def runs(self, filter_string: str = "") -> list[Any]:
+        out, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string, max_results=1000, page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+    def finished(self) -> dict[str, JobResult]:
+        """Results of every job with a FINISHED run, by job id (the newest run wins). Also notes which jobs
+        have runs that did not finish, so logging a job's success looks for old runs to remove only there."""
+        found: dict[str, JobResult] = {}
+        self._unfinished = set()
+        for run in sorted(self.runs(), key=lambda r: r.info.start_time):
+            job_id = run.data.tags.get("job_id")
+            if job_id and run.info.status == "FINISHED":
+                found[job_id] = result_from_run(run)
+            elif job_id:
+                self._unfinished.add(job_id)
+        return found
+
+    # ---------------------------------------------------------------------------------------- writing
+    def open_sweep(self, sweep_id: str, name: str, params: dict[str, Any], job_ids: list[str]) -> str:
+        """The sweep's parent run: reopened when the same config ran before, so reruns nest together. It
+        keeps the plan's job ids (``jobs.json``), so a report covers this sweep's jobs and no others."""
+        previous = self.runs(f"tags.sweep_id = '{sweep_id}' and tags.kind = 'sweep'")
+        if previous:
+            run_id = previous[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            run_id = self.client.create_run(self.experiment_id, run_name=name,
+                                            tags={"kind": "sweep", "sweep_id": sweep_id, **self.code}).info.run_id
+            self._log(run_id, params=params)
+        self.client.log_text(run_id, json.dumps(job_ids), SWEEP_JOBS)
+        return run_id
+
+    def latest_sweep(self) -> str | None:
+        """The newest sweep run of the experiment."""
+        sweeps = sorted(self.runs("tags.kind = 'sweep'"), key=lambda r: r.info.start_time, reverse=True)
+        return sweeps[0].info.run_id if sweeps else None
+
+    def sweep_jobs(self, run_id: str) -> set[str] | None:
+        """The job ids a sweep run planned (None for a run that did not record them)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = self.client.download_artifacts(run_id, SWEEP_JOBS, tmp)
+            except Exception:  # no such artifact: a sweep logged before job lists were kept
+                return None
+            return set(json.loads(Path(path).read_text()))
+
+    def close_sweep(self, run_id: str, status: str, metrics: dict[str, float] | None = None) -> None:
+        self._log(run_id, metrics=metrics or {})
+        self.client.set_terminated(run_id, status=status)
+
+    def log_result(self, result: JobResult, parent_id: str) -> str:
+        """One run for one job; once it finishes, the job's earlier FAILED runs are removed (those in the store
+        when `finished` read it, and those this tracker logged; without that read, every one)."""
+        tags = {**result.tags, PARENT_TAG: parent_id, "job_id": result.job_id, "kind": result.kind, **self.code}
+        if result.error:
+            tags["error"] = result.error[:MAX_TAG]
+        run = self.client.create_run(self.experiment_id, run_name=result.name, tags=tags)
+        run_id = run.info.run_id
+        self._log(run_id, params=result.params, metrics=result.metrics)
+        for name, text in result.artifacts.items():
+            self.client.log_text(run_id, text, name)
+        self.client.set_terminated(run_id, status=result.status)
+        if result.status != "FINISHED" and self._unfinished is not None:
+            self._unfinished.add(result.job_id)
+        elif result.status == "FINISHED" and (self._unfinished is None or result.job_id in self._unfinished):
+            for old in self.runs(f"tags.job_id = '{result.job_id}' and attributes.status != 'FINISHED'"):
+                self.client.delete_run(old.info.run_id)
+        return run_id
+
+    def replace_result(self, result: JobResult, parent_id: str) -> str:
+        """Log ``result`` and delete older runs of the same job id (summaries are recomputed each time)."""
+        old = self.runs(f"tags.job_id = '{result.job_id}'")
+        run_id = self.log_result(result, parent_id)
+        for run in old:
+            self.client.delete_run(run.info.run_id)
+        return run_id
+
+    def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), folder)
+
+    def _log(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None) -> None:
+        now = int(time.time() * 1000)
+        ps = [Param(k, str(v)[:MAX_PARAM]) for k, v in (params or {}).items()]
+        ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None]
+        for chunk in _chunks(ps, 100):
+            self.client.log_batch(run_id, params=chunk)
+        for chunk in _chunks(ms, 1000):
+            self.client.log_batch(run_id, metrics=chunk)
+
+
+def result_from_run(run: Any) -> JobResult:
+    """A JobResult read back from MLflow (params come back as strings)."""
+    tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+    return JobResult(
+        job_id=tags.get("job_id", ""),
+        kind=tags.get("kind", ""),
+        name=run.info.run_name or "",
+        status=run.info.status,
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        tags=tags,
+        error=tags.get("error"),
+    )
