@@ -18,14 +18,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from attacks import AttackError
+from bench.catalog import KINDS
 from bench.errors import BenchError
-from protect import ProtectError
-from common.errors import first_line
+from common.errors import UserError, first_line
 
 # Tables are wide; when piped (CI logs, files) rich would wrap them at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
-USER_ERRORS = (BenchError, ProtectError, AttackError)
 
 
 # --------------------------------------------------------------------------------------------- options
@@ -111,8 +109,8 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) ->
 
 # -------------------------------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> None:
-    from bench.sweep.plan import TrainJob
     from bench.progress import progress_bar
+    from bench.sweep.plan import TrainJob
     from bench.zoo.baseline import train_baseline, training_settings
 
     settings = training_settings(epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size)
@@ -144,6 +142,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _budget(args: argparse.Namespace):
+    """The budget of `advparams encrypt`; the method and its --option values are checked before any data is loaded."""
     import protect
 
     return protect.Budget(
@@ -154,8 +153,7 @@ def _budget(args: argparse.Namespace):
         layers=args.layers,
         stay_in_range=not args.allow_out_of_range,
         seed=args.seed,
-        rank=args.rank,
-        loss=args.loss,
+        options=protect.check_options(args.method, _pairs(args.option)),
     )
 
 
@@ -199,9 +197,9 @@ def cmd_decrypt(args: argparse.Namespace) -> None:
 
 def cmd_attack(args: argparse.Namespace) -> None:
     from attacks import AttackerBudget, attack_names, get_attack
-    from common.training import accuracy
     from bench.progress import progress_bar
     from bench.zoo.workflow import attack_model, load_for, read_key
+    from common.training import accuracy
 
     names = attack_names() if args.name == "all" else [args.name]
     budget = AttackerBudget(data_fraction=args.data_fraction, trials=args.tune, epochs=args.epochs)
@@ -249,8 +247,8 @@ def _short(value: Any) -> str:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from bench.sweep.config import load_config
-    from bench.sweep.plan import plan_for
     from bench.sweep.driver import print_outcome, run_sweep
+    from bench.sweep.plan import plan_for
 
     cfg = load_config(args.config, args.set or [])
     if args.dry_run:
@@ -304,6 +302,46 @@ def cmd_ui(args: argparse.Namespace) -> None:
     subprocess.run(command, check=False)
 
 
+def cmd_list(args: argparse.Namespace) -> None:
+    import json
+
+    from bench.catalog import catalog
+
+    found = catalog((args.kind,) if args.kind else KINDS)
+    if args.json:
+        print(json.dumps(found, indent=2, default=str))
+        return
+    for kind, entries in found.items():
+        table = Table(title=f"{kind} ({len(entries)})", show_lines=True)
+        for column in ("name", "parameters", "what it is"):
+            table.add_column(column, overflow="fold")
+        for e in entries:
+            params = e.get("options") or e.get("params") or []
+            lines = [_param_line(p) for p in params] or [_arguments_line(e.get("arguments"))]
+            about = e["summary"] + (f"\n{e['paper']}" if e.get("paper") else "")
+            about += "\n(ignores the stolen weights)" if e.get("uses_weights") is False else ""
+            about += "\n(needs a path)" if e.get("needs_path") else ""
+            table.add_row(e["name"], "\n".join(line for line in lines if line), about)
+        console.print(table)
+    if not args.kind or args.kind == "models":
+        console.print("models also: torchvision:NAME (any torchvision classifier), MODULE:FACTORY (your own)")
+
+
+def _param_line(p: dict[str, Any]) -> str:
+    """``lr=0.01 float [0.0001, 0.5] log: learning rate``"""
+    where = ""
+    if "range" in p:
+        where = f" [{p['range'][0]}, {p['range'][1]}]" + (" log" if p.get("log") else "")
+    if "choices" in p:
+        where = " {" + ", ".join(map(str, p["choices"])) + "}"
+    fixed = "" if p.get("tuned", True) else " (not tuned)"
+    return f"{p['name']}={p['default']} {p['kind']}{where}{fixed}: {p['help']}"
+
+
+def _arguments_line(arguments: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (arguments or {}).items())
+
+
 # --------------------------------------------------------------------------------------------- parser
 def _positive_int(text: str) -> int:
     try:
@@ -320,11 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="advparams",
         description="Encrypt DNN parameters with AdvParams and measure how well the protection holds.",
     )
+    parser.add_argument("--version", action="version", version=f"advparams {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a clean baseline model", description="Train a clean baseline model and save it.")
-    p.add_argument("--dataset", default="digits", help="digits, fashion_mnist, cifar10, gtsrb or imagefolder")
-    p.add_argument("--model", default="cnn", help="mlp, cnn, lenet5, vgg_compact, vgg11_bn, vgg16_bn, resnet18, torchvision:NAME or MODULE:FACTORY")
+    p.add_argument("--dataset", default="digits", help="a registered data set (see `advparams list`)")
+    p.add_argument("--model", default="cnn", help="a registered model (see `advparams list`), torchvision:NAME or MODULE:FACTORY")
     p.add_argument("--model-arg", type=_key_value, action="append", metavar="NAME=VALUE", help="model keyword argument")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.05)
@@ -346,14 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_file", type=Path)
     p.add_argument("--out", type=Path, required=True, help="encrypted model file to write")
     p.add_argument("--key", type=Path, required=True, help="secret key file to write (mode 0600)")
-    p.add_argument("--method", default="advparams", help="protection method: advparams or random")
+    p.add_argument("--method", default="advparams", help="a registered protection method (see `advparams list`)")
     p.add_argument("--max-params", type=int, default=64, help="most scalars to change")
     p.add_argument("--eps", type=float, default=1.0, help="perturbation size per scalar")
     p.add_argument("--params-per-step", type=int, default=1, help="scalars changed per gradient step")
     p.add_argument("--target-accuracy", type=float, help="stop at this owner-sample accuracy (default: chance)")
     p.add_argument("--layers", nargs="+", metavar="PATTERN", help="only parameters whose names match these patterns")
-    p.add_argument("--rank", default="gain", help="how AdvParams ranks scalars: gain (|grad| x possible move) or gradient")
-    p.add_argument("--loss", default="ce", help="what AdvParams ascends: ce (cross-entropy) or margin (true-class margin)")
+    p.add_argument("--option", type=_key_value, action="append", metavar="NAME=VALUE",
+                   help="an option of the method, e.g. loss=margin for advparams (see `advparams list`)")
     p.add_argument("--allow-out-of-range", action="store_true", help="let perturbed values leave their tensor's range")
     p.add_argument("--owner-samples", type=int, default=512, help="owner's samples used for encryption")
     p.add_argument("--seed", type=int, default=0, help="seed of the owner-sample draw and of the method")
@@ -411,7 +450,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("list", help="what is registered: methods, attacks, data sets, models",
+                       description="Every registered protection method, attack, data set and model, with its "
+                                   "parameters, defaults, ranges and help.")
+    p.add_argument("kind", nargs="?", choices=KINDS, help="show one registry only")
+    p.add_argument("--json", action="store_true", help="print plain JSON for scripts")
+    p.set_defaults(func=cmd_list)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("advparams")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -424,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         args.func(args)
-    except USER_ERRORS as err:
+    except UserError as err:
         print(f"advparams: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -102,9 +102,11 @@ class Registry(Generic[T]):
                 )
 
     def reload_plugins(self) -> None:
-        """Read the entry points again (after installing a plugin)."""
-        self._load()
-        self._load_plugins()
+        """Read the entry points again (after installing a plugin); an uninstalled plugin stays registered."""
+        if self._loaded:
+            self._load_plugins()
+        else:
+            self._load()
 
     def names(self) -> list[str]:
         """Every registered name, sorted."""

@@ -1,25 +1,27 @@
 """The encryption budget: how many scalars may change, by how much, and when to stop.
 
 A frozen, validated dataclass so a budget read from a config or a key file is checked once, at the
-door, with a one-line message naming the field and its allowed range.
+door, with a one-line message naming the field and its allowed range. The fields are the ones every
+method shares; ``options`` holds what only the chosen method understands, checked against the options
+that method declares when it runs (``protect.registry.check_options``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from protect.errors import ProtectError
 
-RANKS = ("gain", "gradient")
-LOSSES = ("ce", "margin")
+#: Fields of budgets written before methods owned their options (AdvParams' two), read into ``options``.
+LEGACY_OPTIONS = ("rank", "loss")
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Limits and options for one encryption.
+    """Limits for one encryption, and the chosen method's options.
 
     ``max_params``: most scalars changed. ``eps``: size of each move. ``params_per_step``: scalars
     changed per gradient step. ``target_accuracy``: stop once owner accuracy is at or below it
@@ -27,12 +29,8 @@ class Budget:
     names narrowing the candidates (``None``: every Conv/Linear weight). ``stay_in_range``: clamp
     moves into each tensor's original [min, max] and never move the scalars holding that min and
     max, so every tensor keeps its range and the encrypted weights show no outliers. ``seed``: seeds
-    the methods that draw at random. ``rank``: how AdvParams ranks scalars, ``"gain"`` (default:
-    |grad| times the move actually possible, the first-order loss increase) or ``"gradient"``
-    (plain |grad|). ``loss``: what AdvParams ascends, ``"ce"`` (default: the mean cross-entropy) or
-    ``"margin"`` (the true class's logit margin over the best other class, counted only on samples
-    still classified right, so moves go where they flip predictions; with it, accuracy can fall
-    below chance instead of stalling at a single predicted class).
+    the methods that draw at random. ``options``: the method's own options by name (e.g. AdvParams'
+    ``loss``); unnamed ones take the method's defaults.
     """
 
     max_params: int = 64
@@ -42,8 +40,7 @@ class Budget:
     layers: Sequence[str] | None = None
     stay_in_range: bool = True
     seed: int = 0
-    rank: str = "gain"
-    loss: str = "ce"
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         _require_int("max_params", self.max_params, minimum=1)
@@ -62,24 +59,35 @@ class Budget:
             object.__setattr__(self, "layers", _patterns(self.layers))
         if not isinstance(self.stay_in_range, bool):
             raise ProtectError(f"budget stay_in_range must be true or false, got {self.stay_in_range!r}")
-        if self.rank not in RANKS:
-            raise ProtectError(f"budget rank must be one of {', '.join(RANKS)}, got {self.rank!r}")
-        if self.loss not in LOSSES:
-            raise ProtectError(f"budget loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if not isinstance(self.options, Mapping) or not all(isinstance(k, str) and k for k in self.options):
+            raise ProtectError(f"budget options must be a mapping of option names to values, got {self.options!r}")
+        object.__setattr__(self, "options", dict(self.options))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (``layers`` as a list), for key files and configs."""
-        out = asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["layers"] = list(self.layers) if self.layers is not None else None
+        out["options"] = dict(self.options)
         return out
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Budget:
-        """A validated budget from a mapping; missing fields take their defaults, unknown ones are refused."""
+        """A validated budget from a mapping; missing fields take their defaults, unknown ones are refused.
+
+        The form written before methods owned their options (``rank`` and ``loss`` beside the common
+        fields, as in older key files) is read with those two moved into ``options``.
+        """
         if not isinstance(values, Mapping):
             raise ProtectError(
                 f"budget must be a mapping of field names to values, got {type(values).__name__}"
             )
+        legacy = {name: values[name] for name in LEGACY_OPTIONS if name in values}
+        options = values.get("options", {})
+        if legacy and isinstance(options, Mapping):
+            twice = sorted(set(options) & set(legacy))
+            if twice:
+                raise ProtectError(f"budget names {', '.join(twice)} twice: as a field and as an option")
+            values = {**{k: v for k, v in values.items() if k not in legacy}, "options": {**legacy, **options}}
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(values) - set(known))
         if unknown:

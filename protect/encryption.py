@@ -9,6 +9,7 @@ model is left bit for bit as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -16,7 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 
-import protect.methods  # noqa: F401  (registers the built-in methods)
 from protect.budget import Budget
 from protect.candidates import Candidates
 from protect.errors import ProtectError
@@ -24,7 +24,7 @@ from protect.fingerprint import state_fingerprint
 from protect.key import DTYPES, SecretKey, dtype_name
 from protect.ledger import Ledger
 from protect.owner_data import Batch, num_classes, owner_batches, owner_pass
-from protect.registry import EncryptionRun, Progress, get_method
+from protect.registry import METHODS, EncryptionRun, Progress, check_options
 
 
 def encrypt(
@@ -37,11 +37,13 @@ def encrypt(
     """Perturb ``model`` in place with ``method`` within ``budget``; returns the key that undoes it.
 
     ``data`` is the owner's samples, any iterable of ``(inputs, labels)`` batches. ``progress`` is
-    called with (scalars changed so far, ``budget.max_params``).
+    called with (scalars changed so far, ``budget.max_params``). ``budget.options`` are checked against
+    the options ``method`` declares; the key records them with the defaults filled in.
     """
     if not isinstance(budget, Budget):
         raise ProtectError(f"budget must be a protect.Budget, got {type(budget).__name__}")
-    run_method = get_method(method)
+    run_method = METHODS.get(method).function
+    budget = dataclasses.replace(budget, options=check_options(method, budget.options))
     was_training = model.training
     model.eval()
     try:
@@ -52,7 +54,7 @@ def encrypt(
         original_fingerprint = state_fingerprint(model)
         accuracy_before = owner_pass(model, batches).accuracy
         ledger = Ledger(candidates, budget.eps, budget.stay_in_range)
-        run = EncryptionRun(model, batches, budget, candidates, ledger, target, progress)
+        run = EncryptionRun(model, batches, budget, dict(budget.options), candidates, ledger, target, progress)
         start = time.perf_counter()
         try:
             stats = run_method(run)

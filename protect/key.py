@@ -41,7 +41,8 @@ class SecretKey:
 
     ``positions`` lists (parameter name, row-major flat index) per perturbed scalar; ``original``
     and ``encrypted`` are float64 vectors aligned with it. ``param_shapes`` and ``param_dtypes``
-    describe each parameter named in ``positions``. ``budget`` is ``Budget.to_dict()``.
+    describe each parameter named in ``positions``. ``budget`` is ``Budget.to_dict()`` (a key file's
+    budget in the form written before methods owned their options is read into this form).
     """
 
     method: str
@@ -56,7 +57,7 @@ class SecretKey:
     stats: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        Budget.from_dict(self.budget)
+        self.budget = Budget.from_dict(self.budget).to_dict()
         n = len(self.positions)
         for label, values in (("original", self.original), ("encrypted", self.encrypted)):
             if values.dtype != torch.float64 or values.shape != (n,):

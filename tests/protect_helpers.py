@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from common.params import Param
 from common.training import train
-from protect import state_fingerprint
+from protect import METHODS, EncryptionRun, register_method, state_fingerprint
 
 
 def mlp(seed: int = 0, width: int = 16) -> nn.Module:
@@ -119,3 +123,27 @@ def digits() -> Digits:
     train(model, TensorDataset(x[train_idx], y[train_idx]), epochs=6, lr=0.01, optimizer="adam", seed=0)
     owner = [(x[train_idx[i : i + 100]], y[train_idx[i : i + 100]]) for i in (0, 100)]
     return Digits(copy.deepcopy(model.state_dict()), owner, TensorDataset(x[test_idx], y[test_idx]))
+
+
+SIGN = Param("sign", "choice", 1, choices=(1, -1), help="direction of every move")
+
+
+def first_scalars(run: EncryptionRun) -> dict[str, Any]:
+    """A test method: the first movable scalars in candidate order, each moved by eps in the direction ``sign``."""
+    for name in run.candidates.names:
+        wanted = run.budget.max_params - run.ledger.count
+        sign = torch.full((run.candidates.params[name].numel(),), run.options["sign"])
+        movable = (run.ledger.propose(name, sign)[1] > 0).nonzero().reshape(-1)[:wanted].cpu()
+        run.ledger.apply(name, movable, sign[movable])
+    run.report_progress()
+    return {"stop_reason": "max_params" if run.ledger.count == run.budget.max_params else "no_movable_scalar"}
+
+
+@contextmanager
+def registered(name: str, function: Any = first_scalars, options: tuple[Param, ...] = (SIGN,)) -> Iterator[str]:
+    """``function`` registered as method ``name`` for the duration of the block."""
+    register_method(name, options=options)(function)
+    try:
+        yield name
+    finally:
+        METHODS.remove(name)

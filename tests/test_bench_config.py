@@ -6,16 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from bench.sweep.config import load_config, parse_config
 from bench.errors import BenchError
-from bench.sweep.plan import make_plan
+from bench.sweep.config import load_config, parse_config
+from bench.sweep.plan import make_plan, plan_for
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def base() -> dict:
     return {"name": "t", "seeds": [0, 1], "datasets": [{"name": "digits", "models": [{"name": "cnn"}]}],
-            "protect": {"methods": ["advparams", "random"], "max_params": [4, 8], "eps": [1.0]},
+            "protect": {"methods": ["advparams", "random"], "match": {"random": "advparams"}, "max_params": [4, 8],
+                        "eps": [1.0]},
             "attacks": {"names": ["finetune", "scratch"], "fractions": [0.1, 0.3], "trials": 2}}
 
 
@@ -26,11 +27,20 @@ def base() -> dict:
         ({"protect": {"eps": [-1]}}, "protect.eps: every eps must be > 0"),
         ({"protect": {"max_params": [0]}}, "protect.max_params: every max_params must be >= 1"),
         ({"attacks": {"fractions": [1.5]}}, "attacks.fractions: every attacker fraction must be in (0, 1)"),
-        ({"datasets": [{"name": "mnist", "models": [{"name": "cnn"}]}]}, "datasets.0.name: Input should be"),
+        ({"datasets": [{"name": "mnist", "models": [{"name": "cnn"}]}]}, "datasets.0.name: unknown data set 'mnist'"),
         ({"datasets": [{"name": "imagefolder", "models": [{"name": "cnn"}]}]}, "imagefolder data set needs 'path'"),
         ({"jobs": {"attack": {"num_gpus": -1}}}, "jobs.attack.num_gpus"),
         ({"jobs": {"amp": "fast"}}, "jobs.amp"),
         ({"name": "bad name!"}, "name: String should match pattern"),
+        ({"protect": {"methods": ["advparams", "fgsm"]}},
+         "protect.methods: unknown protection method 'fgsm'; registered: advparams, random"),
+        ({"protect": {"methods": ["random"], "match": {"random": "random"}}}, "protect.match: 'random' cannot match itself"),
+        ({"protect": {"methods": ["random"], "match": {"random": "advparams"}}},
+         "protect.match: 'random' matches 'advparams', which is not in protect.methods (random)"),
+        ({"protect": {"methods": ["advparams", "random"], "match": {"random": "advparams", "advparams": "random"}}},
+         "protect.match: 'random' matches 'advparams', which matches 'random' in turn"),
+        ({"protect": {"loss": "margin"}}, "protect.loss: unknown key"),
+        ({"protect": {"random_matches_advparams": True}}, "protect.random_matches_advparams: unknown key"),
     ],
 )
 def test_bad_values_name_the_key(change: dict, message: str) -> None:
@@ -79,6 +89,47 @@ def test_plan_expands_the_grid_and_ids_are_stable() -> None:
     assert not {j.id for j in changed.attacks} & {j.id for j in plan.attacks}
 
 
+def test_matched_jobs_follow_the_job_they_match_and_only_matched_jobs_match() -> None:
+    raw = base()
+    raw["protect"]["methods"] = ["random", "advparams"]
+    plan = make_plan(parse_config(raw), ["finetune", "scratch"], weight_free={"scratch"})
+    assert [e.method for e in plan.encrypts[:2]] == ["advparams", "random"]  # the matched-to job first
+    raw["protect"]["match"] = {}
+    unmatched = make_plan(parse_config(raw), ["finetune", "scratch"], weight_free={"scratch"})
+    assert [e.method for e in unmatched.encrypts[:2]] == ["random", "advparams"]  # else the config's order
+    assert all(e.match is None for e in unmatched.encrypts)
+
+
+def test_options_reach_the_budget_resolved_per_method() -> None:
+    raw = base()
+    raw["protect"]["options"] = {"advparams": {"loss": "margin"}}
+    plan = make_plan(parse_config(raw), ["finetune", "scratch"], weight_free={"scratch"})
+    options = {e.method: e.budget["options"] for e in plan.encrypts}
+    assert options == {"advparams": {"rank": "gain", "loss": "margin"}, "random": {}}
+    assert all("loss" not in e.budget and "rank" not in e.budget for e in plan.encrypts)
+    default = make_plan(parse_config(base()), ["finetune", "scratch"], weight_free={"scratch"})
+    assert not {e.id for e in default.encrypts if e.method == "advparams"} & {e.id for e in plan.encrypts}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"advparams": {"loss": "hinge"}}, "protect.options.advparams: protection method 'advparams': param 'loss' = "
+                                           "'hinge' is not one of 'ce', 'margin'"),
+        ({"advparams": {"rnk": "gain"}}, "protect.options.advparams: unknown param 'rnk' for protection method "
+                                         "'advparams'; known: rank, loss"),
+        ({"random": {"rank": "gain"}}, "protect.options.random: unknown param 'rank' for protection method 'random'"),
+        ({"fgsm": {}}, "protect.options.fgsm: unknown protection method 'fgsm'; registered: advparams, random"),
+    ],
+)
+def test_bad_options_are_refused_when_planning(options: dict, message: str) -> None:
+    raw = base()
+    raw["protect"]["options"] = options
+    with pytest.raises(BenchError) as err:
+        make_plan(parse_config(raw), ["finetune", "scratch"], weight_free={"scratch"})
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
 def test_all_expands_to_registered_attacks() -> None:
     cfg = parse_config({**base(), "attacks": {"names": ["all"], "fractions": [0.1]}})
     plan = make_plan(cfg, ["a", "b", "scratch"], weight_free={"scratch"})
@@ -114,3 +165,24 @@ def test_repeated_entries_plan_each_job_once() -> None:
     plan = make_plan(parse_config(raw), ["finetune", "scratch"], weight_free={"scratch"})
     assert len({j.id for j in plan.jobs}) == len(plan.jobs)
     assert plan.counts() == {"train": 1, "encrypt": 2, "attack": 2 + 1}
+
+
+def test_narrowing_the_methods_drops_a_match_whose_method_is_not_run() -> None:
+    cfg = load_config("configs/quick.yaml", ["protect.methods=[advparams]"])
+    assert cfg.protect.match == {"random": "advparams"}
+    assert {e.method for e in plan_for(cfg).encrypts} == {"advparams"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"nope": 1}, "nope: unknown key; allowed: name, seeds, storage, data_root, download, datasets, protect"),
+        ({"protect": {"epss": 1}}, "protect.epss: unknown key; allowed: methods, max_params, eps, params_per_step"),
+        ({"datasets": [{"name": "digits", "models": [{"name": "cnn", "training": {"epoch": 1}}]}]},
+         "datasets.0.models.0.training.epoch: unknown key; allowed: epochs, lr, optimizer, batch_size, weight_decay"),
+    ],
+)
+def test_an_unknown_key_names_the_allowed_ones(change: dict, message: str) -> None:
+    with pytest.raises(BenchError) as err:
+        parse_config({"name": "x", "datasets": [{"name": "digits", "models": [{"name": "cnn"}]}], **change})
+    assert message in str(err.value) and "\n" not in str(err.value)

@@ -15,7 +15,13 @@ from safetensors.torch import save_file
 from torch import nn
 
 from bench.errors import BenchError
-from bench.zoo.modelfile import ModelSpec, load_model, read_pruning, read_spec, save_model
+from bench.zoo.modelfile import (
+    ModelSpec,
+    load_model,
+    read_pruning,
+    read_spec,
+    save_model,
+)
 from bench.zoo.models import build_model, classifier_name
 
 

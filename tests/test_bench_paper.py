@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.benchfile import update_section
-from benchmarks.paper import verdict
 from bench.sweep.report import ProtectionRow
 from bench.sweep.results import spread
+from benchmarks.benchfile import update_section
+from benchmarks.paper import verdict
 
 
 def row(dataset: str, clean: float, encrypted: float) -> ProtectionRow:

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from bench.sweep.config import SweepConfig, parse_config
-from benchmarks.speed import FASHION_DATASET, FASHION_MODEL, encryption_configs, main, run_benchmark
+from benchmarks.speed import (
+    FASHION_DATASET,
+    FASHION_MODEL,
+    encryption_configs,
+    main,
+    run_benchmark,
+)
 
 pytestmark = pytest.mark.ray
 NUMBER = re.compile(r"^-?\d+(\.\d+)?( %)?$")

@@ -19,7 +19,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from cli_helpers import PERCENT, accuracy_after, assert_refused, cli, files_in, script, table_row
+from cli_helpers import (
+    PERCENT,
+    accuracy_after,
+    assert_refused,
+    cli,
+    files_in,
+    script,
+    table_row,
+)
 
 import protect
 from attacks import attack_names, get_attack

@@ -8,12 +8,23 @@ from protect import Budget, ProtectError
 
 
 def test_defaults_round_trip_through_dict() -> None:
-    budget = Budget(layers=["0.*", "fc.weight"], target_accuracy=0.2, rank="gradient")
+    budget = Budget(layers=["0.*", "fc.weight"], target_accuracy=0.2, options={"rank": "gradient"})
     values = budget.to_dict()
-    assert values["layers"] == ["0.*", "fc.weight"]
+    assert values["layers"] == ["0.*", "fc.weight"] and values["options"] == {"rank": "gradient"}
     assert Budget.from_dict(values) == budget
-    assert Budget.from_dict({}) == Budget()
+    assert Budget.from_dict({}) == Budget() and Budget().options == {}
     assert hash(budget) == hash(Budget.from_dict(values))  # frozen and hashable, layers stored as a tuple
+
+
+def test_the_legacy_form_moves_rank_and_loss_into_options() -> None:
+    """Key files written before methods owned their options hold rank and loss beside the common fields."""
+    legacy = {"max_params": 64, "eps": 1.0, "params_per_step": 1, "target_accuracy": None, "layers": None,
+              "stay_in_range": True, "seed": 0, "rank": "gain", "loss": "margin"}
+    budget = Budget.from_dict(legacy)
+    assert budget == Budget(options={"rank": "gain", "loss": "margin"})
+    assert "rank" not in budget.to_dict() and budget.to_dict()["options"] == {"rank": "gain", "loss": "margin"}
+    with pytest.raises(ProtectError, match="budget names loss twice: as a field and as an option"):
+        Budget.from_dict({"loss": "ce", "options": {"loss": "margin"}})
 
 
 def test_integers_are_accepted_for_float_fields() -> None:
@@ -42,7 +53,8 @@ def test_integers_are_accepted_for_float_fields() -> None:
         ("layers", [3], "layers must be a non-empty list of non-empty name patterns"),
         ("stay_in_range", 1, "stay_in_range must be true or false"),
         ("seed", "0", "seed must be an integer"),
-        ("rank", "loss", "rank must be one of gain, gradient"),
+        ("options", ["loss"], "options must be a mapping of option names to values"),
+        ("options", {"": 1}, "options must be a mapping of option names to values"),
     ],
 )
 def test_bad_values_are_refused_with_one_line(field: str, value: object, expected: str) -> None:

@@ -16,7 +16,7 @@ from protect_helpers import batches, bn_cnn, states_equal
 from safetensors.torch import load as safetensors_load
 from torch import nn
 
-from protect import Budget, ProtectError, SecretKey, decrypt, encrypt
+from protect import Budget, ProtectError, SecretKey, decrypt, encrypt, keyfile
 
 PASSPHRASE = "tr0ub4dor&3"
 
@@ -64,6 +64,23 @@ def test_file_layout_is_safetensors_behind_a_header_and_locked_files_hide_everyt
     assert tensors["flat_index"].tolist() == [index for _, index in key.positions]
     name = key.positions[0][0].encode()
     assert name in plain and name not in locked  # encrypted files hide even the parameter names
+
+
+def test_a_key_file_written_before_methods_owned_their_options_still_decrypts(tmp_path: Path) -> None:
+    """Older key files hold AdvParams' rank and loss beside the common budget fields, with no options."""
+    original, _, key, plain, _ = sealed()
+    metadata, tensors = keyfile.decode(plain, None, "sealed")
+    common = {k: v for k, v in metadata["budget"].items() if k != "options"}
+    metadata["budget"] = {**common, "rank": "gain", "loss": "margin"}
+    for passphrase in (None, PASSPHRASE):
+        path = tmp_path / f"legacy-{passphrase}.key"
+        keyfile.write_atomic(path, keyfile.encode(metadata, tensors, passphrase))
+        loaded = SecretKey.load(path, passphrase=passphrase)
+        assert loaded.budget == {**common, "options": {"rank": "gain", "loss": "margin"}}
+        assert loaded.fingerprint == key.fingerprint
+        model = encrypted_model()
+        decrypt(model, loaded)
+        assert states_equal(model.state_dict(), original)
 
 
 def test_repr_and_fingerprint_never_show_positions_or_values() -> None:

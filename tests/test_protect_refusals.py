@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from protect_helpers import ARCHITECTURES, assert_one_line_and_untouched, batches, bn_cnn, mlp
+from protect_helpers import (
+    ARCHITECTURES,
+    assert_one_line_and_untouched,
+    batches,
+    bn_cnn,
+    mlp,
+)
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -116,7 +122,7 @@ def test_decrypt_refuses_a_non_key() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"method": "fgsm"}, r"unknown encryption method 'fgsm'; registered: .*advparams.*random"),
+        ({"method": "fgsm"}, r"unknown protection method 'fgsm'; registered: .*advparams.*random"),
         ({"budget": {"max_params": 3}}, "budget must be a protect.Budget"),
         ({"data": torch.zeros(4, 10)}, "not a single tensor"),
         ({"data": []}, "data holds no batches"),
@@ -162,7 +168,7 @@ def failing_method() -> Iterator[str]:
         raise RuntimeError("simulated crash")
 
     yield "test_fails_midway"
-    del METHODS["test_fails_midway"]
+    METHODS.remove("test_fails_midway")
 
 
 def test_failure_midway_leaves_the_model_untouched(failing_method: str) -> None:
@@ -172,7 +178,7 @@ def test_failure_midway_leaves_the_model_untouched(failing_method: str) -> None:
         encrypt(model, batches("mlp"), Budget(eps=0.1, stay_in_range=False), method=failing_method)
     assert state_fingerprint(model) == fingerprint and model.training
     with pytest.raises(ProtectError, match="already registered"):
-        register_method(failing_method)(METHODS["random"])
+        register_method(failing_method)(METHODS.get("random").function)
 
 
 # key files: damaged, foreign or locked files are refused and the model stays as it is

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sweep_helpers import runs_by_kind, tiny_config
 
+from bench.sweep.driver import run_sweep
 from bench.sweep.plan import plan_for
 from bench.sweep.report import build_report, write_plots, write_tables
-from bench.sweep.driver import run_sweep
 from bench.sweep.tracking import Tracker
 
 pytestmark = pytest.mark.ray

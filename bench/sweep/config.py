@@ -8,10 +8,18 @@ one line; `--set protect.eps=[0.5,1.0]` overrides any key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from bench.errors import BenchError
 
@@ -42,33 +50,76 @@ class ModelEntry(Strict):
 
 
 class DatasetEntry(Strict):
-    name: Literal["digits", "fashion_mnist", "cifar10", "gtsrb", "imagefolder"]
-    path: str | None = None  # imagefolder: folder with train/ and test/
+    name: str  # a registered data set (bench.zoo.data.DATASETS)
+    path: str | None = None  # for a data set that needs one (imagefolder): its folder
     models: list[ModelEntry] = Field(min_length=1)
     owner_samples: int = Field(512, ge=1)
 
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        # imported on use, as the registry imports torch: reading a config stays quick
+        from bench.zoo.data import DATASETS
+
+        DATASETS.get(name)  # an unknown name: one line listing the registered ones
+        return name
+
     @model_validator(mode="after")
-    def _imagefolder_needs_path(self) -> DatasetEntry:
-        if self.name == "imagefolder" and not self.path:
-            raise ValueError("the imagefolder data set needs 'path' (a folder holding train/ and test/)")
+    def _path_if_needed(self) -> DatasetEntry:
+        from bench.zoo.data import DATASETS
+
+        source = DATASETS.get(self.name)
+        if source.needs_path and not self.path:
+            raise ValueError(f"the {self.name} data set needs 'path' ({source.path})")
         return self
 
 
 class Protect(Strict):
-    """The protection grid: every method at every (max_params, eps) cell."""
+    """The protection grid: every method at every (max_params, eps) cell.
 
-    methods: list[Literal["advparams", "random"]] = Field(["advparams", "random"], min_length=1)
+    ``match`` maps a method to the method whose scalar count it takes in the same cell (``{random:
+    advparams}``: the control changes as many scalars as AdvParams did; ignored for a method not run); ``options`` holds each method's
+    own options (``{advparams: {loss: margin}}``), checked against what it declares when planning.
+    """
+
+    methods: list[str] = Field(["advparams", "random"], min_length=1)
     max_params: list[int] = Field([64], min_length=1)
     eps: list[float] = Field([1.0], min_length=1)
     params_per_step: int = Field(1, ge=1)
     target_accuracy: float | None = Field(None, ge=0, le=1)
     layers: list[str] | None = None
     stay_in_range: bool = True
-    rank: Literal["gain", "gradient"] = "gain"
-    loss: Literal["ce", "margin"] = "ce"
-    random_matches_advparams: bool = True  # random changes as many scalars as advparams did in the cell
+    match: dict[str, str] = {}
+    options: dict[str, dict[str, Any]] = {}
 
     _lists = field_validator("methods", "max_params", "eps", mode="before")(_as_list)
+
+    @field_validator("methods")
+    @classmethod
+    def _registered_methods(cls, v: list[str]) -> list[str]:
+        from protect.registry import METHODS  # on use (it imports torch)
+
+        for name in v:
+            METHODS.get(name)  # a one-line error listing the registered methods
+        return v
+
+    @field_validator("match")
+    @classmethod
+    def _match_within_methods(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if "methods" not in info.data:  # already refused
+            return v
+        run = info.data["methods"]
+        for method, target in v.items():
+            if method not in run:
+                continue  # a method this sweep does not run: its match is not used (--set protect.methods=...)
+            if target not in run:
+                raise ValueError(f"{method!r} matches {target!r}, which is not in protect.methods ({', '.join(run)})")
+            if method == target:
+                raise ValueError(f"{method!r} cannot match itself")
+            if target in v:
+                raise ValueError(f"{method!r} matches {target!r}, which matches {v[target]!r} in turn; "
+                                 "a method matched to cannot match another")
+        return v
 
     @field_validator("max_params")
     @classmethod
@@ -185,13 +236,24 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         raise BenchError(f"--set {path}: {'.'.join(keys[:-1])} is not a section")
 
 
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the config section at ``loc`` (a pydantic error location) accepts."""
+    section: Any = SweepConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an item of a list: the list's item type was taken already
+        section = section.model_fields[part].annotation
+        section = next((a for a in get_args(section) if isinstance(a, type) and issubclass(a, BaseModel)), section)
+    return list(section.model_fields)
+
+
 def _one_line(err: ValidationError, source: str) -> str:
     parts = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = f"unknown key; allowed: {', '.join(_allowed_keys(e['loc'][:-1]))}"
         parts.append(f"{loc}: {msg}")
     return f"{source}: " + "; ".join(parts)
 

@@ -20,13 +20,29 @@ from typing import Any
 
 import ray
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from bench.sweep.config import SweepConfig
 from bench.errors import BenchError
+from bench.sweep.config import SweepConfig
 from bench.sweep.jobs import JobContext, run_job
-from bench.sweep.plan import EncryptJob, Job, Plan, Storage, TrainJob, dependencies, plan_for, stable_hash
+from bench.sweep.plan import (
+    EncryptJob,
+    Job,
+    Plan,
+    Storage,
+    TrainJob,
+    dependencies,
+    plan_for,
+    stable_hash,
+)
 from bench.sweep.results import JobResult, attack_row, summarize, summary_result
 from bench.sweep.tracking import Tracker, check_uri
 from common.errors import first_line

@@ -16,16 +16,23 @@ from pathlib import Path
 
 import torch
 
-from attacks import AttackerBudget, acceleration
-from common.acceleration import Acceleration
+from attacks import AttackerBudget
 from bench.sweep.config import SweepConfig
-from bench.zoo.data import DataSet, default_data_root
-from bench.zoo.modelfile import load_model
-from bench.zoo.models import build_model
 from bench.sweep.plan import AttackJob, EncryptJob, Job, Storage, TrainJob
 from bench.sweep.results import CELL_METRICS, JobResult, recovery
 from bench.zoo.baseline import compute_device, train_baseline
-from bench.zoo.workflow import DataOptions, attack_model, encrypt_file, read_key, verify_decryption
+from bench.zoo.data import DataSet, default_data_root
+from bench.zoo.modelfile import load_model
+from bench.zoo.models import build_model
+from bench.zoo.workflow import (
+    DataOptions,
+    attack_model,
+    encrypt_file,
+    read_key,
+    verify_decryption,
+)
+from common import acceleration
+from common.acceleration import Acceleration
 
 
 @dataclass(frozen=True)
@@ -84,19 +91,21 @@ def run_train(job: TrainJob, ctx: JobContext) -> JobResult:
 
 def _budget_params(job: EncryptJob, max_params: int) -> dict:
     b = {**job.budget, "max_params": max_params}
+    options = b.pop("options", {})
     return {"method": job.method, "cell": job.cell, "owner_samples": job.owner_samples,
-            **{f"budget.{k}": (",".join(v) if isinstance(v, list) else v) for k, v in b.items()}}
+            **{f"budget.{k}": (",".join(v) if isinstance(v, list) else v) for k, v in b.items()},
+            **{f"budget.options.{k}": v for k, v in options.items()}}
 
 
 def run_encrypt(job: EncryptJob, ctx: JobContext, train: JobResult, match: JobResult | None = None) -> JobResult:
-    """Encrypt the baseline; a `random` job matched to an advparams job changes as many scalars as it did."""
+    """Encrypt the baseline; a job matched to another (``protect.match``) changes as many scalars as it did."""
     import protect
 
     storage = ctx.prepare()
     max_params = job.budget["max_params"]
     if match is not None:
         max_params = max(1, int(match.metrics["num_encrypted"]))
-    budget = protect.Budget(**{**job.budget, "max_params": max_params})
+    budget = protect.Budget.from_dict({**job.budget, "max_params": max_params})
     outcome = encrypt_file(
         storage.baseline(job.train), storage.encrypted(job), storage.key(job),
         budget=budget, method=job.method, data=ctx.options(job.train), split_seed=job.seed,

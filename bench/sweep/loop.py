@@ -18,8 +18,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.sweep.config import SweepConfig, load_config
 from bench.errors import BenchError
+from bench.sweep.config import SweepConfig, load_config
 from bench.sweep.jobs import JobContext, run_job
 from bench.sweep.plan import dependencies, plan_for
 from bench.sweep.results import JobResult

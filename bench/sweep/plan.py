@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from attacks import AttackError, attack_names, get_attack
-from bench.sweep.config import SweepConfig
 from bench.errors import BenchError
+from bench.sweep.config import Protect, SweepConfig
+from protect import ProtectError, check_options
 
 #: Bump when a change to the code would change the results of finished jobs.
 RESULTS_VERSION = 1
@@ -60,9 +61,9 @@ class TrainJob:
 class EncryptJob:
     train: TrainJob
     method: str
-    budget: dict[str, Any]  # protect.Budget fields, its seed the grid's
+    budget: dict[str, Any]  # protect.Budget.to_dict(): its seed the grid's, its options resolved
     owner_samples: int
-    match: str | None = None  # id of the advparams job whose scalar count a random job takes
+    match: str | None = None  # id of the job (in the same cell) whose scalar count this job takes
 
     kind = "encrypt"
 
@@ -187,6 +188,9 @@ def make_plan(cfg: SweepConfig, registered_attacks: list[str], weight_free: set[
     names = resolve_attacks(cfg.attacks.names, registered_attacks)
     attacked_methods = set(cfg.attacks.methods or cfg.protect.methods)
     p = cfg.protect
+    options = method_options(p)
+    # The jobs others match come first in each cell, so the driver can hand their results over.
+    order = [m for m in p.methods if m in p.match.values()] + [m for m in p.methods if m not in p.match.values()]
     for ds, seed in itertools.product(cfg.datasets, cfg.seeds):
         for m in ds.models:
             train_seed = seed if m.train_seed is None else m.train_seed
@@ -194,15 +198,15 @@ def make_plan(cfg: SweepConfig, registered_attacks: list[str], weight_free: set[
             trains.setdefault(train.id, train)
             cell_jobs: list[EncryptJob] = []
             for max_params, eps in itertools.product(p.max_params, p.eps):
-                budget = {"max_params": max_params, "eps": eps, "params_per_step": p.params_per_step,
+                shared = {"max_params": max_params, "eps": eps, "params_per_step": p.params_per_step,
                           "target_accuracy": p.target_accuracy, "layers": p.layers,
-                          "stay_in_range": p.stay_in_range, "rank": p.rank, "loss": p.loss, "seed": seed}
-                adv = EncryptJob(train, "advparams", budget, ds.owner_samples) if "advparams" in p.methods else None
-                if adv is not None:  # first: the jobs matched to it take its result
-                    cell_jobs.append(adv)
-                for method in (m for m in p.methods if m != "advparams"):
-                    match = adv.id if adv is not None and p.random_matches_advparams else None
-                    cell_jobs.append(EncryptJob(train, method, budget, ds.owner_samples, match))
+                          "stay_in_range": p.stay_in_range, "seed": seed}
+                cell: dict[str, EncryptJob] = {}
+                for method in order:
+                    match = cell[p.match[method]].id if method in p.match else None
+                    budget = {**shared, "options": options[method]}
+                    cell[method] = EncryptJob(train, method, budget, ds.owner_samples, match)
+                cell_jobs.extend(cell.values())
             encrypts.extend(cell_jobs)
             common = dict(trials=cfg.attacks.trials, epochs=cfg.attacks.epochs, val_fraction=cfg.attacks.val_fraction,
                           owner_samples=ds.owner_samples, seed=seed)
@@ -214,6 +218,18 @@ def make_plan(cfg: SweepConfig, registered_attacks: list[str], weight_free: set[
                 else:
                     attacks.extend(AttackJob(train, enc, attack, fraction, fixed=fixed, **common) for enc in targets)
     return Plan(list(trains.values()), _unique(encrypts), _unique(attacks))
+
+
+def method_options(p: Protect) -> dict[str, dict[str, Any]]:
+    """Every method's options (``protect.options``), checked against what the method declares, defaults
+    filled in; one line naming ``protect.options.<method>`` and the problem otherwise."""
+    out = {}
+    for method in [*p.methods, *(m for m in p.options if m not in p.methods)]:
+        try:
+            out[method] = check_options(method, p.options.get(method, {}))
+        except ProtectError as err:
+            raise BenchError(f"protect.options.{method}: {err}") from None
+    return out
 
 
 def _unique(jobs: list) -> list:

@@ -12,14 +12,14 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
-from common import acceleration
-from common.training import accuracy, train
-from bench.sweep.config import Training
-from bench.zoo.data import DataSet
 from bench.errors import BenchError
+from bench.sweep.config import Training
+from bench.sweep.plan import TrainJob
+from bench.zoo.data import DataSet
 from bench.zoo.modelfile import ModelSpec, load_model, save_model
 from bench.zoo.models import build_model
-from bench.sweep.plan import TrainJob
+from common import acceleration
+from common.training import accuracy, train
 
 
 def training_settings(**values) -> Training:

@@ -10,7 +10,6 @@ weights, so pruned models round-trip without pickling their module tree.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bench.errors import BenchError
+from bench.zoo.models import build_model
 from common import files
 from common.errors import first_line
-from bench.zoo.models import build_model
 
 FORMAT = "advparams.model/1"
 _KEY_FORMAT = "advparams.format"

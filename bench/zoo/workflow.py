@@ -18,12 +18,19 @@ import torch
 
 import protect
 from attacks import AttackerBudget, AttackerData, get_attack
-from common.training import accuracy, batches
 from attacks.tuning import TrialRecord, tune
-from bench.zoo.data import DataSet, default_data_root, load_dataset, make_splits, owner_split
 from bench.errors import BenchError
-from bench.zoo.modelfile import ModelSpec, load_model, save_model
 from bench.zoo.baseline import compute_device
+from bench.zoo.data import (
+    DATASETS,
+    DataSet,
+    default_data_root,
+    load_dataset,
+    make_splits,
+    owner_split,
+)
+from bench.zoo.modelfile import ModelSpec, load_model, save_model
+from common.training import accuracy, batches, count_params
 
 OWNER_BATCH = 256
 
@@ -34,14 +41,14 @@ class DataOptions:
 
     root: Path | None = None
     download: bool = False
-    path: Path | None = None  # imagefolder
+    path: Path | None = None  # for a data set that needs one (imagefolder)
 
     def for_folder(self, folder: str | None) -> DataOptions:
-        """These options pointed at a model's own imagefolder data (unless a folder was given already)."""
+        """These options pointed at a model's own data folder (unless a folder was given already)."""
         return self if self.path or not folder else replace(self, path=Path(folder))
 
     def load(self, name: str) -> DataSet:
-        path = self.path if name == "imagefolder" else None
+        path = self.path if DATASETS.get(name).needs_path else None
         return load_dataset(name, self.root or default_data_root(), download=self.download, path=path)
 
 
@@ -71,10 +78,6 @@ def _writable_file(path: Path, what: str) -> None:
         raise BenchError(f"{what} path {path} is a folder; give a file name")
     if not path.parent.is_dir():
         raise BenchError(f"folder {path.parent} for the {what} does not exist")
-
-
-def total_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ def encrypt_file(
         acc_clean=acc_clean,
         acc_encrypted=acc_encrypted,
         num_changed=key.num_changed,
-        total_params=total_params(model),
+        total_params=count_params(model),
         seconds=seconds,
         key_fingerprint=key.fingerprint,
         stats=dict(key.stats),

@@ -1,5 +1,1 @@
-"""Encryption methods, one per file; importing this package registers them all in ``METHODS``."""
-
-from protect.methods import advparams, random
-
-__all__ = ["advparams", "random"]
+"""Protection methods, one per module; ``protect.registry.METHODS`` imports every module here on first use."""

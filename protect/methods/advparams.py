@@ -5,13 +5,10 @@ Technique via Adversarial Perturbation Based Parameter Encryption", 2021, arXiv:
 
 Only the paper's abstract is available, so the loop below is this project's reading of it, with the
 open choices made explicit: each step runs the owner samples once (model in eval mode) for the mean
-loss (``budget.loss``: cross-entropy by default, or the true-class margin), its gradient w.r.t. the candidate weights and the current accuracy; it stops
-once accuracy is at or below the target, otherwise it moves the ``params_per_step`` best-ranked,
-not yet moved scalars by ``eps`` along the sign of their gradient (FGSM applied to parameters), and
-it stops when ``max_params`` scalars have changed. ``budget.rank`` picks the ranking: ``"gain"``
-(default) scores |grad| times the move actually possible after clamping, the first-order loss
-increase, so a scalar pinned at its tensor's bound is never picked; ``"gradient"`` scores plain
-|grad| among the scalars that can move at all.
+loss (option ``loss``), its gradient w.r.t. the candidate weights and the current accuracy; it stops
+once accuracy is at or below the target, otherwise it moves the ``params_per_step`` best-ranked, not
+yet moved scalars by ``eps`` along the sign of their gradient (FGSM applied to parameters), and it
+stops when ``max_params`` scalars have changed. Option ``rank`` picks the ranking.
 """
 
 from __future__ import annotations
@@ -20,13 +17,29 @@ from typing import Any
 
 import torch
 
+from common.params import Param
 from protect.owner_data import owner_pass
 from protect.registry import EncryptionRun, register_method
 
+OPTIONS = (
+    Param(
+        "rank", "choice", "gain", choices=("gain", "gradient"),
+        help="how scalars are ranked: gain (|grad| times the move actually possible after clamping, the "
+        "first-order loss increase, so a scalar pinned at its tensor's bound is never picked) or gradient "
+        "(plain |grad| among the scalars that can move at all)",
+    ),
+    Param(
+        "loss", "choice", "ce", choices=("ce", "margin"),
+        help="what is ascended: ce (the mean cross-entropy) or margin (the true class's logit margin over "
+        "the best other class, counted only on samples still classified right, so moves go where they flip "
+        "predictions; accuracy can then fall below chance instead of stalling at one predicted class)",
+    ),
+)
 
-@register_method("advparams")
+
+@register_method("advparams", options=OPTIONS)
 def advparams(run: EncryptionRun) -> dict[str, Any]:
-    """Encrypt ``run.model`` in place by iterated FGSM on its parameters; returns the loop's stats."""
+    """AdvParams: iterated FGSM on the parameters, moving the scalars that raise the owner loss most."""
     budget, ledger, candidates = run.budget, run.ledger, run.candidates
     params = [candidates.params[n] for n in candidates.names]
     device = params[0].device
@@ -35,7 +48,7 @@ def advparams(run: EncryptionRun) -> dict[str, Any]:
         if ledger.count >= budget.max_params:
             reason = "max_params"
             break
-        result = owner_pass(run.model, run.batches, params, budget.loss)
+        result = owner_pass(run.model, run.batches, params, run.options["loss"])
         steps += 1
         passes += result.batches
         if result.accuracy <= run.target_accuracy:
@@ -63,6 +76,6 @@ def advparams(run: EncryptionRun) -> dict[str, Any]:
 def _score(run: EncryptionRun, name: str, grad: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
     """Per-scalar ranking score; 0 for scalars that cannot move."""
     _, size = run.ledger.propose(name, sign)
-    if run.budget.rank == "gain":
+    if run.options["rank"] == "gain":
         return grad.abs().double() * size
     return torch.where(size > 0, grad.abs().double(), torch.zeros_like(size))

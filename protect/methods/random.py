@@ -18,7 +18,7 @@ from protect.registry import EncryptionRun, register_method
 
 @register_method("random")
 def random_scalars(run: EncryptionRun) -> dict[str, Any]:
-    """Encrypt ``run.model`` in place with random moves; returns the draw's stats."""
+    """The control: max_params random scalars, each moved by eps with a seeded random sign."""
     candidates, ledger = run.candidates, run.ledger
     generator = torch.Generator().manual_seed(run.budget.seed)
     signs = torch.randint(0, 2, (candidates.total,), generator=generator, dtype=torch.int8) * 2 - 1
