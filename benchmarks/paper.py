@@ -23,7 +23,15 @@ from bench.errors import BenchError
 from bench.sweep.config import SweepConfig, load_config
 from bench.sweep.driver import print_outcome, run_sweep
 from bench.sweep.plan import plan_for
-from bench.sweep.report import ProtectionRow, Report, build_report, cell
+from bench.sweep.report import (
+    ProtectionRow,
+    Report,
+    bounds,
+    build_report,
+    calibration_lines,
+    cell,
+)
+from bench.sweep.results import trust_label
 from bench.sweep.tracking import Tracker
 from benchmarks.benchfile import Machine, update_section
 
@@ -72,20 +80,23 @@ def attack_section(report: Report) -> list[str]:
     names = report.attack_names
     rows = []
     for r in report.attacks:
-        held = "-" if r.holds is None else ("yes" if r.holds else "**no**")
+        decision = "-" if r.stolen is None else r.stolen.decision
         rows.append([r.dataset, r.model, f"{r.method}[{r.cell}]", f"{100 * r.fraction:g}",
                      *[cell(r.attacked.get(a)) for a in names], f"{cell(r.worst_case)} ({r.best_attacks})",
-                     cell(r.scratch), cell(r.stolen), held])
+                     cell(r.scratch), cell(r.stolen), bounds(r.stolen), f"**{decision}**" if decision == "broken" else decision,
+                     "-" if r.stolen is None else r.stolen.seeds_needed_text, trust_label(r.trusted)])
     out = _md(["data set", "model", "protection", "attacker %", *names, "worst case (best attack)", "scratch",
-               "stolen (points)", "holds"], rows)
+               "stolen (points)", "95 % bounds", "verdict", "seeds needed", "trusted"], rows)
     out.append("")
+    out.extend(f"- {line}" for line in calibration_lines(report))
     for r in report.attacks:
-        if r.holds is False:
-            out.append(f"- {r.dataset} / {r.method}[{r.cell}] at {100 * r.fraction:g} %: the stolen weights are worth {cell(r.stolen)} points "
-                       f"over training from scratch ({r.best_attacks}): the protection does not hold.")
-        elif r.holds:
-            out.append(f"- {r.dataset} / {r.method}[{r.cell}] at {100 * r.fraction:g} %: stolen value {cell(r.stolen)} points, "
-                       "within one standard deviation of zero: the protection holds.")
+        if r.stolen is None:
+            continue
+        where = f"{r.dataset} / {r.method}[{r.cell}] at {100 * r.fraction:g} %: stolen value {cell(r.stolen)} points, " \
+                f"one-sided 95 % bounds {bounds(r.stolen)} against a tolerance of {r.stolen.tolerance:g} points"
+        out.append(f"- {where}: **{r.stolen.decision}**"
+                   + ("" if r.stolen.decision != "inconclusive" else f" ({r.stolen.seeds_needed_text} seeds would decide)")
+                   + ("" if r.trusted is not False else "; the controls do not vouch for this cell") + ".")
     return out
 
 

@@ -42,7 +42,7 @@ def encrypt(
     """
     if not isinstance(budget, Budget):
         raise ProtectError(f"budget must be a protect.Budget, got {type(budget).__name__}")
-    run_method = METHODS.get(method).function
+    registered = METHODS.get(method)
     budget = dataclasses.replace(budget, options=check_options(method, budget.options))
     was_training = model.training
     model.eval()
@@ -57,8 +57,11 @@ def encrypt(
         run = EncryptionRun(model, batches, budget, dict(budget.options), candidates, ledger, target, progress)
         start = time.perf_counter()
         try:
-            stats = run_method(run)
+            stats = registered.function(run)
             seconds = time.perf_counter() - start
+            if ledger.count > budget.max_params and not registered.changes_all:
+                raise ProtectError(f"method {method!r} changed {ledger.count} scalars, more than max_params "
+                                   f"{budget.max_params}")
             if not ledger.count:
                 raise ProtectError(
                     f"nothing was encrypted (stop reason: {stats.get('stop_reason', 'none')}; owner accuracy "

@@ -6,6 +6,9 @@ into the tensor's original [min, max] when ``stay_in_range`` is set (and the sca
 min and max never move, so the range itself is unchanged), a move never leaves the dtype's finite
 range, and only scalars whose stored value really changed are recorded. Values are kept as float64,
 which represents every float16, bfloat16 and float32 value exactly.
+
+Most methods move scalars by ``eps`` (``propose``, ``apply``); a method that replaces weights outright
+(``reinit``) writes its values with ``set``, under the same once-only and exact-record rules.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from protect.candidates import Candidates
+from protect.errors import ProtectError
 
 
 class Ledger:
@@ -64,9 +68,31 @@ class Ledger:
         index = index.to(param.device, torch.int64)
         new, size = self.propose(name, sign, index)
         keep = size > 0
-        index, new = index[keep], new[keep]
+        return self._write(name, index[keep], new[keep])
+
+    @torch.no_grad()
+    def set(self, name: str, index: torch.Tensor, values: torch.Tensor) -> int:
+        """Write ``values`` (rounded to the parameter's dtype) at the distinct flat ``index`` scalars of
+        ``name``; returns how many changed.
+
+        For methods that replace weights rather than move them. No ``eps`` and no clamping: a replaced
+        value is a fresh draw, not a perturbation to hide in the tensor's range, so ``stay_in_range``
+        governs moves only. Scalars already changed, and those whose stored value would stay the same,
+        are skipped; a value outside the dtype's finite range is refused.
+        """
+        param = self.candidates.params[name]
+        index = index.to(param.device, torch.int64)
+        new = values.to(param.device, param.dtype)
+        if not torch.isfinite(new).all():
+            raise ProtectError(f"values set in {name!r} must be finite in its dtype {param.dtype}")
+        keep = ~self._moved[name][index] & (new != param.detach().reshape(-1)[index])
+        return self._write(name, index[keep], new[keep])
+
+    def _write(self, name: str, index: torch.Tensor, new: torch.Tensor) -> int:
+        """Write ``new`` at the flat ``index`` scalars of ``name`` and record the change exactly."""
         if not len(index):
             return 0
+        param = self.candidates.params[name]
         position = torch.unravel_index(index, param.shape)
         original = param[position].double().cpu()
         param.index_put_(position, new)

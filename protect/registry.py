@@ -59,6 +59,7 @@ class Method:
 
     function: MethodFunction
     options: tuple[Param, ...] = ()
+    changes_all: bool = False  # replaces every candidate weight: max_params and eps do not apply (reinit)
 
     @property
     def summary(self) -> str:
@@ -92,11 +93,14 @@ METHODS: Registry[Method] = Registry(
 )
 
 
-def register_method(name: str, options: tuple[Param, ...] = ()) -> Callable[[MethodFunction], MethodFunction]:
-    """Decorator registering a method function as ``name``, with the ``options`` it declares."""
+def register_method(
+    name: str, options: tuple[Param, ...] = (), *, changes_all: bool = False
+) -> Callable[[MethodFunction], MethodFunction]:
+    """Decorator registering a method function as ``name``, with the ``options`` it declares; ``changes_all``
+    marks a method that replaces every candidate weight, so the budget's ``max_params`` does not bound it."""
 
     def add(function: MethodFunction) -> MethodFunction:
-        METHODS.add(name, Method(function, options))
+        METHODS.add(name, Method(function, options, changes_all))
         return function
 
     return add

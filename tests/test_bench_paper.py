@@ -34,3 +34,21 @@ def test_update_section_replaces_only_its_own_block(tmp_path: Path) -> None:
     assert text.startswith("# Benchmarks\n")
     assert "second\n" in text and "first" not in text and "fast\n" in text
     assert text.count("<!-- paper:begin -->") == 1 and text.index("paper:begin") < text.index("speed:begin")
+
+
+def test_attack_section_states_each_verdict_with_its_bounds() -> None:
+    from bench.sweep.report import AttackRowAgg, Report
+    from bench.sweep.results import verdict as cell_verdict
+    from benchmarks.paper import attack_section
+
+    def agg(method: str, stolen: list[float]) -> AttackRowAgg:
+        return AttackRowAgg("fashion_mnist", "lenet5", method, "n=64,eps=1", 0.01, {"finetune": spread([80.0])},
+                            spread([80.0]), "finetune", spread([50.0]), cell_verdict(stolen), cell_verdict([30.0, 31.0]),
+                            True, ())
+
+    report = Report("paper", [], [agg("advparams", [28.5, 53.9, -1.3]), agg("random", [30.0, 31.0, 29.0])], 2.0)
+    text = "\n".join(attack_section(report))
+    assert "advparams[n=64,eps=1] at 1 %: stolen value 27.0±27.6 points" in text
+    assert "bounds [-19.5, 73.6] against a tolerance of 2 points: **inconclusive** (6 seeds would decide)." in text
+    assert "random[n=64,eps=1] at 1 %" in text and ": **broken**." in text
+    assert "holds" not in text.replace("protection holds", "")

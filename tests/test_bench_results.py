@@ -1,4 +1,4 @@
-"""The stolen-value arithmetic and the spread across seeds, on hand-made records."""
+"""The stolen-value arithmetic and the spread across seeds, on hand-made records (verdicts: test_verdicts.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from bench.sweep.results import (
     JobResult,
     attack_row,
     differs,
-    holds,
     model_label,
     recovery,
     spread,
@@ -48,13 +47,10 @@ def test_scratch_is_matched_by_seed_and_fraction() -> None:
     assert by[(0, 0.3)].scratch_accuracy is None and by[(0, 0.3)].stolen_value_points is None
 
 
-def test_spread_holds_and_differs() -> None:
+def test_spread_and_differs() -> None:
     s = spread([1.0, 3.0])
     assert s.mean == 2.0 and s.std == pytest.approx(math.sqrt(2)) and s.n == 2
     assert spread([]) is None and spread([4.0]).std == 0.0
-    assert holds(spread([1.0, -1.0, 0.5])) is True  # mean 0.17 <= std
-    assert holds(spread([10.0, 11.0, 12.0])) is False
-    assert holds(None) is None
     assert differs(spread([10.0, 11.0]), spread([20.0, 21.0]))
     assert not differs(spread([10.0, 14.0]), spread([12.0, 13.0]))
 

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from protect_helpers import batches, bn_cnn, states_equal
+import torch
+from protect_helpers import assert_one_line_and_untouched, batches, bn_cnn, mlp, registered, states_equal
 
 from common.params import Param
 from protect import (
@@ -23,6 +24,7 @@ from protect import (
     decrypt,
     encrypt,
     register_method,
+    state_fingerprint,
 )
 
 PLUGIN = '''
@@ -59,7 +61,7 @@ def test_builtins_are_found_without_an_import_list() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "['advparams', 'random']"
+    assert done.stdout.strip() == "['advparams', 'random', 'reinit']"
 
 
 @pytest.fixture
@@ -136,3 +138,21 @@ def test_check_options_fills_defaults(method: str, values: dict, expected: dict)
 def test_check_options_refuses_an_unknown_method() -> None:
     with pytest.raises(ProtectError, match=r"^unknown protection method 'fgsm'; registered: advparams, random"):
         check_options("fgsm", {})
+
+
+def too_many(run):
+    """A faulty method: twice the budget's scalars."""
+    name = run.candidates.names[0]
+    index = torch.arange(2 * run.budget.max_params)
+    run.ledger.apply(name, index, torch.ones(len(index), dtype=torch.int8))
+    return {"stop_reason": "max_params"}
+
+
+def test_a_method_past_max_params_is_refused_and_undone() -> None:
+    """The budget is a guarantee of `encrypt`, not of each method: a method that breaks it leaves no trace."""
+    model = mlp()
+    fingerprint = state_fingerprint(model)
+    with registered("too_many", too_many, options=()) as name:
+        with pytest.raises(ProtectError, match="changed 8 scalars, more than max_params 4") as err:
+            encrypt(model, batches("mlp"), Budget(max_params=4, target_accuracy=0.0), method=name)
+    assert_one_line_and_untouched(err, model, fingerprint)

@@ -3,7 +3,9 @@
 Per data set x model x method x protection budget: clean, encrypted and decrypted accuracy. Per attacker
 budget on top: every attack's attacked accuracy, the worst case (the attack the attacker's own validation
 split would pick), training from scratch, and the stolen value, each as mean ± standard deviation across
-seeds. Written as CSV, JSON and PNG, and logged to the sweep's parent run.
+seeds; then the stolen value's one-sided 95 % bounds, the verdict against the tolerance (broken, holds or
+inconclusive), the seeds a decision would need, and whether the calibration controls vouch for the cell.
+Written as CSV, JSON and PNG, and logged to the sweep's parent run.
 """
 
 from __future__ import annotations
@@ -24,17 +26,23 @@ from rich.table import Table  # noqa: E402
 
 from bench.errors import BenchError  # noqa: E402
 from bench.sweep.results import (  # noqa: E402
+    BROKEN,
+    DEFAULT_TOLERANCE,
+    HOLDS,
+    NEGATIVE_CONTROL,
+    POSITIVE_CONTROL,
     JobResult,
     Spread,
     Summary,
+    Verdict,
     as_record,
     attack_row,
     by_seed_groups,
     differs,
-    holds,
     model_label,
     spread,
     summarize,
+    trust_label,
 )
 from bench.sweep.tracking import Tracker  # noqa: E402
 
@@ -70,8 +78,10 @@ class AttackRowAgg:
     worst_case: Spread | None
     best_attacks: str
     scratch: Spread | None
-    stolen: Spread | None
-    holds: bool | None
+    stolen: Verdict | None  # best attack minus scratch, per seed, in points, with its bounds and decision
+    clean_gain: Verdict | None  # clean model minus scratch, per seed, in points
+    trusted: bool | None  # whether the calibration controls vouch for the cell (None: no control checked)
+    warnings: tuple[str, ...]  # why they do not
 
 
 def _pcts(values: list[float]) -> Spread | None:
@@ -115,15 +125,14 @@ def attack_rows(summaries: list[Summary]) -> list[AttackRowAgg]:
     rows = []
     for (dataset, model, method, cell, fraction), ss in sorted(by_seed_groups(summaries).items(), key=lambda kv: _order(kv[0])):
         names = sorted({a for s in ss for a in s.attacked})
-        stolen = spread([s.stolen_value_points for s in ss if s.stolen_value_points is not None])
+        verdict = ss[0].verdict  # the cell's, the same in each seed's summary
         rows.append(AttackRowAgg(
             dataset, model, method, cell, fraction,
             attacked={a: _pcts([s.attacked[a] for s in ss if a in s.attacked]) for a in names},
             worst_case=_pcts([s.worst_case_attacked for s in ss]),
             best_attacks=",".join(sorted({s.best_attack for s in ss})),
             scratch=_pcts([s.scratch_accuracy for s in ss if s.scratch_accuracy is not None]),
-            stolen=stolen,
-            holds=holds(stolen),
+            stolen=verdict.stolen, clean_gain=verdict.clean_gain, trusted=verdict.trusted, warnings=verdict.warnings,
         ))
     return rows
 
@@ -133,26 +142,60 @@ class Report:
     experiment: str
     protection: list[ProtectionRow]
     attacks: list[AttackRowAgg]
+    tolerance: float
 
     @property
     def attack_names(self) -> list[str]:
         return sorted({a for r in self.attacks for a in r.attacked})
 
 
-def build_report(tracker: Tracker, experiment: str, job_ids: set[str] | None = None) -> Report:
-    """The report of ``job_ids`` (a sweep's plan; None: every finished job of the experiment)."""
+def build_report(tracker: Tracker, experiment: str, job_ids: set[str] | None = None,
+                 tolerance: float = DEFAULT_TOLERANCE) -> Report:
+    """The report of ``job_ids`` (a sweep's plan; None: every finished job of the experiment), its verdicts
+    held against ``tolerance`` (points of stolen value)."""
     finished = [r for job_id, r in tracker.finished().items() if job_ids is None or job_id in job_ids]
     encrypts = [r for r in finished if r.kind == "encrypt"]
     attacks = [r for r in finished if r.kind == "attack"]
     if not encrypts and not attacks:
         raise BenchError(f"experiment {experiment!r} has no finished encrypt or attack runs in {tracker.uri}")
-    return Report(experiment, protection_rows(encrypts), attack_rows(summarize(attack_row(r) for r in attacks)))
+    summaries = summarize((attack_row(r) for r in attacks), tolerance=tolerance)
+    return Report(experiment, protection_rows(encrypts), attack_rows(summaries), tolerance)
 
 
 # ---------------------------------------------------------------------------------------- rendering
 def cell(x: Spread | None) -> str:
     """A table cell: mean ± std, or - where there is no figure."""
     return "-" if x is None else str(x)
+
+
+def bounds(v: Verdict | None) -> str:
+    """A verdict's one-sided bounds as [lower, upper], or - where one seed bounds nothing."""
+    return "-" if v is None or v.lower is None else f"[{v.lower:.1f}, {v.upper:.1f}]"
+
+
+DECISION_STYLE = {BROKEN: "bold red", HOLDS: "green"}
+
+
+def calibration_lines(report: Report) -> list[str]:
+    """What the controls say: how often each came out as it must, and each data set, model and attacker
+    share whose measurement they do not vouch for (once, though each of its rows carries the warning)."""
+    rows = [r for r in report.attacks if r.stolen is not None]
+    negative = [r for r in rows if r.method == NEGATIVE_CONTROL and r.clean_gain and r.clean_gain.decision == BROKEN]
+    positive = [r for r in rows if r.method == POSITIVE_CONTROL]
+    if not negative and not positive:
+        return [f"calibration: unchecked (no {NEGATIVE_CONTROL} control where the clean model beats scratch by more "
+                f"than the tolerance, no {POSITIVE_CONTROL} control)"]
+    lines = [f"calibration: the {NEGATIVE_CONTROL} control came out broken in "
+             f"{sum(r.stolen.decision == BROKEN for r in negative)} of {len(negative)} cell(s) where the clean model "
+             f"beats scratch by more than the tolerance; the {POSITIVE_CONTROL} control came out broken in "
+             f"{sum(r.stolen.decision == BROKEN for r in positive)} of {len(positive)} cell(s)"]
+    seen = set()
+    for r in report.attacks:
+        setting = (r.dataset, r.model, r.fraction)
+        if r.warnings and setting not in seen:
+            seen.add(setting)
+            lines += [f"NOT TRUSTWORTHY: {r.dataset} / {r.model} at {PCT * r.fraction:g} %: {w}" for w in r.warnings]
+    return lines
 
 
 def print_report(report: Report, console: Console) -> None:
@@ -167,24 +210,39 @@ def print_report(report: Report, console: Console) -> None:
     console.print(t)
     names = report.attack_names
     t = Table(title=f"{report.experiment}: attacks (test accuracy in %; ≈ = within the spread of scratch)")
-    for c in ("data set", "model", "method", "budget", "attacker %", *names, "worst case", "scratch", "stolen (points)", "holds"):
+    for c in ("data set", "model", "method", "budget", "attacker %", *names, "worst case", "scratch"):
         t.add_column(c, justify="left" if c in ("data set", "model", "method", "budget") else "right")
     for r in report.attacks:
         cells = []
         for a in names:
             v = r.attacked.get(a)
             cells.append("-" if v is None else (f"≈{v}" if r.scratch and not differs(v, r.scratch) else str(v)))
-        held = "-" if r.holds is None else ("yes" if r.holds else "NO")
         t.add_row(r.dataset, r.model, r.method, r.cell, f"{PCT * r.fraction:g}", *cells,
-                  f"{cell(r.worst_case)} ({r.best_attacks})", cell(r.scratch), cell(r.stolen), held)
+                  f"{cell(r.worst_case)} ({r.best_attacks})", cell(r.scratch))
     console.print(t)
+    t = Table(title=f"{report.experiment}: verdicts (stolen value = best attack minus scratch per seed, in points; "
+                    f"one-sided 95 % Student-t bounds on its mean: broken when the lower bound exceeds "
+                    f"{report.tolerance:g} points, holds when the upper bound does not)")
+    for c in ("data set", "model", "method", "budget", "attacker %", "best attack", "worst case", "scratch",
+              "stolen (points)", "95 % bounds", "verdict", "seeds needed", "trusted"):
+        t.add_column(c, justify="left" if c in ("data set", "model", "method", "budget", "best attack", "verdict") else "right")
+    for r in report.attacks:
+        decision = "-" if r.stolen is None else r.stolen.decision
+        t.add_row(r.dataset, r.model, r.method, r.cell, f"{PCT * r.fraction:g}", r.best_attacks, cell(r.worst_case),
+                  cell(r.scratch), cell(r.stolen), bounds(r.stolen), f"[{DECISION_STYLE.get(decision, 'yellow')}]{decision}[/]",
+                  "-" if r.stolen is None else r.stolen.seeds_needed_text,
+                  f"[bold red]{trust_label(r.trusted)}[/]" if r.trusted is False else trust_label(r.trusted))
+    console.print(t)
+    for line in calibration_lines(report):
+        console.print(line, style="bold red" if line.startswith("NOT") else None, markup=False)
 
 
 def report_records(report: Report) -> dict[str, list[dict[str, Any]]]:
-    """The report as JSON-friendly rows (each Spread as {mean, std, n})."""
+    """The report as JSON-friendly rows (each Spread as {mean, std, n}, a Verdict with its bounds too)."""
     return {
         "protection": [as_record(vars(r)) for r in report.protection],
-        "attacks": [{**as_record(vars(r)), "attacked": as_record(r.attacked)} for r in report.attacks],
+        "attacks": [{**as_record(vars(r)), "attacked": as_record(r.attacked), "warnings": list(r.warnings)}
+                    for r in report.attacks],
     }
 
 
@@ -193,6 +251,8 @@ def _flat(rec: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     for k, v in rec.items():
         if isinstance(v, dict):
             out.update(_flat(v, f"{prefix}{k}."))
+        elif isinstance(v, list):
+            out[f"{prefix}{k}"] = "; ".join(map(str, v))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -255,22 +315,40 @@ def write_plots(report: Report, out: Path) -> list[Path]:
         ax.set_title(f"{dataset} / {model}: accuracy recovered, attacker holds {PCT * fraction:g} %")
         paths.append(_save(fig, out / f"attacks_heatmap_{dataset}_{model}.png"))
     for dataset in sorted({r.dataset for r in report.attacks}):
-        rows = [r for r in report.attacks if r.dataset == dataset]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label in sorted({(r.model, r.method, r.cell) for r in rows}):
-            pts = sorted((r.fraction, r.worst_case) for r in rows if (r.model, r.method, r.cell) == label and r.worst_case)
-            ax.errorbar([PCT * f for f, _ in pts], [s.mean for _, s in pts], yerr=[s.std for _, s in pts], marker="o",
-                        capsize=3, label=f"best attack: {label[1]}[{label[2]}] ({label[0]})")
-        for model in sorted({r.model for r in rows}):
-            pts = sorted({(r.fraction, r.scratch.mean, r.scratch.std) for r in rows if r.model == model and r.scratch})
-            if pts:
-                ax.errorbar([PCT * f for f, _, _ in pts], [m for _, m, _ in pts], yerr=[s for _, _, s in pts], color="black",
-                            linestyle="--", marker="s", capsize=3, label=f"scratch ({model})")
-        ax.set(xlabel="attacker's share of the training set (%)", ylabel="test accuracy (%)", ylim=(0, 100),
-               title=f"{dataset}: stolen weights vs training from scratch")
-        ax.legend(fontsize=7)
-        paths.append(_save(fig, out / f"stolen_value_{dataset}.png"))
+        paths.append(_stolen_value_plot(report, dataset, out))
     return paths
+
+
+def _stolen_value_plot(report: Report, dataset: str, out: Path) -> Path:
+    """Left: the best attack's and scratch's accuracy against the attacker's share. Right: the stolen value
+    with its one-sided 95 % bounds (the bar spans lower to upper), the tolerance, and each point's verdict."""
+    rows = [r for r in report.attacks if r.dataset == dataset]
+    fig, (ax, sv) = plt.subplots(1, 2, figsize=(12, 4))
+    for label in sorted({(r.model, r.method, r.cell) for r in rows}):
+        pts = sorted((r.fraction, r.worst_case) for r in rows if (r.model, r.method, r.cell) == label and r.worst_case)
+        ax.errorbar([PCT * f for f, _ in pts], [s.mean for _, s in pts], yerr=[s.std for _, s in pts], marker="o",
+                    capsize=3, label=f"best attack: {label[1]}[{label[2]}] ({label[0]})")
+        pts = sorted((r.fraction, r.stolen) for r in rows if (r.model, r.method, r.cell) == label and r.stolen)
+        x = [PCT * f for f, _ in pts]
+        below = [v.mean - v.lower if v.lower is not None else 0.0 for _, v in pts]
+        above = [v.upper - v.mean if v.upper is not None else 0.0 for _, v in pts]
+        sv.errorbar(x, [v.mean for _, v in pts], yerr=[below, above], marker="o", capsize=3,
+                    label=f"{label[1]}[{label[2]}] ({label[0]})")
+        for xi, (_, v) in zip(x, pts, strict=True):
+            sv.annotate(v.decision, (xi, v.mean), textcoords="offset points", xytext=(4, 4), fontsize=6)
+    for model in sorted({r.model for r in rows}):
+        pts = sorted({(r.fraction, r.scratch.mean, r.scratch.std) for r in rows if r.model == model and r.scratch})
+        if pts:
+            ax.errorbar([PCT * f for f, _, _ in pts], [m for _, m, _ in pts], yerr=[s for _, _, s in pts], color="black",
+                        linestyle="--", marker="s", capsize=3, label=f"scratch ({model})")
+    ax.set(xlabel="attacker's share of the training set (%)", ylabel="test accuracy (%)", ylim=(0, 100),
+           title=f"{dataset}: stolen weights vs training from scratch")
+    ax.legend(fontsize=7)
+    sv.axhline(report.tolerance, color="grey", linestyle=":", label=f"tolerance ({report.tolerance:g} points)")
+    sv.set(xlabel="attacker's share of the training set (%)", ylabel="stolen value (points)",
+           title=f"{dataset}: stolen value, one-sided 95 % bounds, verdict")
+    sv.legend(fontsize=7)
+    return _save(fig, out / f"stolen_value_{dataset}.png")
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -280,11 +358,12 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def make_report(tracker: Tracker, experiment: str, out: Path, console: Console, sweep_run: str | None = None) -> Report:
-    """Print the tables of one sweep (default: the experiment's newest), write CSV/JSON/PNG under ``out``,
-    and log them to that sweep's run."""
+def make_report(tracker: Tracker, experiment: str, out: Path, console: Console, sweep_run: str | None = None,
+                tolerance: float = DEFAULT_TOLERANCE) -> Report:
+    """Print the tables of one sweep (default: the experiment's newest), its verdicts held against
+    ``tolerance`` (points), write CSV/JSON/PNG under ``out``, and log them to that sweep's run."""
     sweep_run = sweep_run or tracker.latest_sweep()
-    report = build_report(tracker, experiment, tracker.sweep_jobs(sweep_run) if sweep_run else None)
+    report = build_report(tracker, experiment, tracker.sweep_jobs(sweep_run) if sweep_run else None, tolerance)
     print_report(report, console)
     files = write_tables(report, out) + write_plots(report, out)
     if sweep_run:
