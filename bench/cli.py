@@ -71,7 +71,10 @@ def _add_passphrase_options(p: argparse.ArgumentParser) -> None:
     x.add_argument("--passphrase-prompt", action="store_true", help="ask for it on the terminal")
 
 
-def _passphrase(args: argparse.Namespace, *, confirm: bool = False) -> str | None:
+def _passphrase(args: argparse.Namespace, *, confirm: bool = False, outputs: Sequence[Path] = ()) -> str | None:
+    """The key's passphrase, if one is given; a passphrase file is never one of the command's ``outputs``."""
+    from bench.zoo.workflow import same_file
+
     if args.passphrase_env:
         value = os.environ.get(args.passphrase_env, "")
         if not value:
@@ -80,6 +83,9 @@ def _passphrase(args: argparse.Namespace, *, confirm: bool = False) -> str | Non
     if args.passphrase_file:
         if not args.passphrase_file.is_file():
             raise BenchError(f"passphrase file not found: {args.passphrase_file}")
+        for out in outputs:
+            if same_file(out, args.passphrase_file):
+                raise BenchError(f"{out} is both the passphrase file and an output; they must be different files")
         lines = args.passphrase_file.read_text().splitlines()
         if not lines or not lines[0]:
             raise BenchError(f"passphrase file {args.passphrase_file} is empty")
@@ -92,6 +98,24 @@ def _passphrase(args: argparse.Namespace, *, confirm: bool = False) -> str | Non
             raise BenchError("the two passphrases differ")
         return value
     return None
+
+
+def _add_strict_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a key file that group or others may read (default: warn and go on)")
+
+
+def _check_key_mode(args: argparse.Namespace) -> None:
+    """Warn about a key file that group or others may read (refuse it under --strict)."""
+    from protect.keyfile import is_key_file, shared_mode
+
+    mode = shared_mode(args.key) if args.key and is_key_file(args.key) else None  # other files: refused on reading
+    if mode is None:
+        return
+    problem = f"key file {args.key} is open to group/other (mode {mode:04o}); run chmod 600 {args.key}"
+    if args.strict:
+        raise BenchError(f"{problem} (refused under --strict)")
+    print(f"advparams: warning: {problem}", file=sys.stderr)
 
 
 def _pct(x: float | None) -> str:
@@ -112,6 +136,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from bench.progress import progress_bar
     from bench.sweep.plan import TrainJob
     from bench.zoo.baseline import train_baseline, training_settings
+    from bench.zoo.workflow import check_output
 
     settings = training_settings(epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size)
     job = TrainJob(
@@ -122,14 +147,14 @@ def cmd_train(args: argparse.Namespace) -> None:
         training=settings.model_dump(),
         seed=args.seed,
     )
-    ds = _data(args).load(args.dataset)
     out = args.out or Path("runs/models") / job.file_name()
-    if args.out and out.exists() and not args.force:
-        raise BenchError(f"{out} exists already (use --force to replace it)")
+    if args.out or args.force:  # without either, an existing default file is the cache: read, not written
+        check_output(out, "trained model", force=args.force, make_folders=True)
+    ds = _data(args).load(args.dataset)
     steps = settings.epochs * -(-len(ds.train) // settings.batch_size)
     with progress_bar(f"training {args.model} on {args.dataset}") as progress:
         done = iter(range(1, steps + 1))
-        path, acc = train_baseline(job, ds, out, retrain=args.force, on_batch=lambda: progress(next(done), steps))
+        path, acc = train_baseline(job, ds, out, retrain=args.force, on_batch=lambda *_: progress(next(done), steps))
     console.print(f"test accuracy {_pct(acc)} %  ->  {path}")
 
 
@@ -162,7 +187,7 @@ def cmd_encrypt(args: argparse.Namespace) -> None:
     from bench.zoo.workflow import encrypt_file
 
     budget = _budget(args)
-    passphrase = _passphrase(args, confirm=True)
+    passphrase = _passphrase(args, confirm=True, outputs=(args.out, args.key))
     with progress_bar(f"encrypting ({args.method})") as progress:
         r = encrypt_file(
             args.model_file,
@@ -189,7 +214,10 @@ def cmd_encrypt(args: argparse.Namespace) -> None:
 def cmd_decrypt(args: argparse.Namespace) -> None:
     from bench.zoo.workflow import decrypt_file
 
-    acc_enc, acc_dec = decrypt_file(args.model_file, args.key, args.out, data=_data(args), passphrase=_passphrase(args))
+    _check_key_mode(args)
+    passphrase = _passphrase(args, outputs=(args.out,))
+    acc_enc, acc_dec = decrypt_file(args.model_file, args.key, args.out, data=_data(args), passphrase=passphrase,
+                                    force=args.force)
     console.print(
         f"encrypted {_pct(acc_enc)} % -> decrypted {_pct(acc_dec)} %; every tensor restored bit for bit -> {args.out}"
     )
@@ -198,7 +226,7 @@ def cmd_decrypt(args: argparse.Namespace) -> None:
 def cmd_attack(args: argparse.Namespace) -> None:
     from attacks import AttackerBudget, attack_names, get_attack
     from bench.progress import progress_bar
-    from bench.zoo.workflow import attack_model, load_for, read_key
+    from bench.zoo.workflow import attack_model, check_key_fits, load_for, read_key
     from common.training import accuracy
 
     names = attack_names() if args.name == "all" else [args.name]
@@ -208,8 +236,11 @@ def cmd_attack(args: argparse.Namespace) -> None:
         get_attack(name).check_params(fixed[name], budget)
     if args.study and len(names) > 1:
         raise BenchError("--study names one attack's study file; give a single attack name with it")
+    _check_key_mode(args)
     key = read_key(args.key, _passphrase(args)) if args.key else None
     model, spec, ds = load_for(args.model_file, _data(args), args.dataset)
+    if key is not None:
+        check_key_fits(key, model, key_path=args.key, model_file=args.model_file)
     seed = args.seed if args.seed is not None else int(spec.extra.get("owner_seed", 0))
     owner_count = args.owner_samples if args.owner_samples is not None else int(spec.extra.get("owner_samples", 512))
     acc_clean, acc_encrypted = spec.extra.get("clean_accuracy"), accuracy(model, ds.test)  # once, for every attack
@@ -247,17 +278,21 @@ def _short(value: Any) -> str:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from bench.sweep.config import load_config
-    from bench.sweep.driver import print_outcome, run_sweep
-    from bench.sweep.plan import plan_for
+    from bench.sweep.plan import check_plan
 
-    cfg = load_config(args.config, args.set or [])
+    timeout = [f"jobs.connect_timeout={args.connect_timeout}"] if args.connect_timeout is not None else []
+    cfg = load_config(args.config, [*(args.set or []), *timeout])  # --connect-timeout: checked as the config key
+    counts = check_plan(cfg, args.max_jobs)  # counted, not planned: a grid over the limit is refused in a moment
     if args.dry_run:
-        plan = plan_for(cfg)
         _table(f"{cfg.name}: jobs planned (nothing run)", ["jobs", "count"],
-               [*[[k, v] for k, v in plan.counts().items()], ["total", len(plan.jobs)]])
+               [*[[k, v] for k, v in counts.items()], ["total", sum(counts.values())]])
         return
+    # Imported here, not above: Ray and MLflow take seconds to import, and a dry run needs neither.
+    from bench.sweep.driver import print_outcome, run_sweep
+
     uri = args.tracking_uri or cfg.tracking.uri
-    outcome = run_sweep(cfg, address=args.address, tracking_uri=uri, console=Console(stderr=True), local_cpus=args.cpus)
+    outcome = run_sweep(cfg, address=args.address, tracking_uri=uri, console=Console(stderr=True), local_cpus=args.cpus,
+                        max_jobs=args.max_jobs)
     print_outcome(outcome, console)
     if not args.no_report:
         _report(uri, cfg.experiment, args.out, outcome.parent_run_id)
@@ -371,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="model file to write (default: runs/models/<name>.safetensors)")
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists (never a key file)")
     _add_data_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -396,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-out-of-range", action="store_true", help="let perturbed values leave their tensor's range")
     p.add_argument("--owner-samples", type=int, default=512, help="owner's samples used for encryption")
     p.add_argument("--seed", type=int, default=0, help="seed of the owner-sample draw and of the method")
-    p.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out or --key (never the model file, nor a key file at --out)")
     _add_passphrase_options(p)
     _add_data_options(p)
     p.set_defaults(func=cmd_encrypt)
@@ -405,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_file", type=Path)
     p.add_argument("--key", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="decrypted model file to write")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out if it exists (never the encrypted model, its key or any key file)")
+    _add_strict_option(p)
     _add_passphrase_options(p)
     _add_data_options(p)
     p.set_defaults(func=cmd_decrypt)
@@ -412,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("attack", help="attack an encrypted model", description="Run one attack, tuned with Optuna on the attacker's validation split; print clean, encrypted and attacked accuracy.")
     p.add_argument("name", help="attack name from the registry, or 'all' for every registered attack")
     p.add_argument("--model-file", type=Path, required=True, help="the encrypted model file")
-    p.add_argument("--key", type=Path, help="the key, used only to score recovered positions; the attack never sees it")
+    p.add_argument("--key", type=Path, help="the model's key, used only to score recovered positions (the attack never "
+                   "sees it); refused unless it was made for this model")
     p.add_argument("--dataset", help="data set (default: the one named in the model file)")
     p.add_argument("--data-fraction", type=float, default=0.1, help="share of the training set the attacker holds")
     p.add_argument("--tune", type=int, default=3, metavar="N_TRIALS", help="Optuna trials")
@@ -421,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owner-samples", type=int, help="owner samples held out of the attacker's share (default: as encrypted)")
     p.add_argument("--seed", type=int, help="seed of the attacker's share and of the attack (default: the encryption's)")
     p.add_argument("--study", type=Path, help="Optuna journal file, so an interrupted study resumes")
+    _add_strict_option(p)
     _add_passphrase_options(p)
     _add_data_options(p)
     p.set_defaults(func=cmd_attack)
@@ -432,8 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray on this machine's cores)")
     p.add_argument("--cpus", type=_positive_int, help="CPUs of the local Ray this command starts (default: all of "
                    "this machine's cores); not with --address")
+    p.add_argument("--connect-timeout", type=float, metavar="SECONDS",
+                   help="how long to wait for the Ray cluster and the tracking server to answer (default: the "
+                        "config's jobs.connect_timeout, 30)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's, sqlite:///mlflow.db)")
-    p.add_argument("--dry-run", action="store_true", help="print the number of jobs of each kind and stop")
+    p.add_argument("--max-jobs", type=_positive_int, metavar="N",
+                   help="refuse a config that plans more than N jobs (default: 20,000)")
+    p.add_argument("--dry-run", action="store_true", help="check the config, print the number of jobs of each kind "
+                                                          "and stop")
     p.add_argument("--no-report", action="store_true", help="skip the report after the sweep")
     p.add_argument("--out", type=Path, help="report folder (default: reports/EXPERIMENT)")
     p.set_defaults(func=cmd_sweep)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 import struct
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,25 @@ def read(path: str | os.PathLike[str]) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise ProtectError(f"cannot read key file {path}: {exc.strerror or exc}") from None
+
+
+def is_key_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds a key file, known by its magic bytes whatever its name (damaged ones too)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+def shared_mode(path: str | os.PathLike[str]) -> int | None:
+    """The permission bits of ``path`` when group or others have any access to it, else None (also when
+    it cannot be read): a key file is written 0600, and wider bits mean someone loosened them."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    return mode if mode & 0o077 else None
 
 
 def _decrypt(blob: bytes, passphrase: Passphrase, source: str) -> bytes:

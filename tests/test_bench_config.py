@@ -8,7 +8,8 @@ import pytest
 
 from bench.errors import BenchError
 from bench.sweep.config import load_config, parse_config
-from bench.sweep.plan import make_plan, plan_for
+from bench.sweep.plan import MAX_JOBS, check_plan, make_plan, plan_for
+from protect import check_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,7 +106,8 @@ def test_options_reach_the_budget_resolved_per_method() -> None:
     raw["protect"]["options"] = {"advparams": {"loss": "margin"}}
     plan = make_plan(parse_config(raw), ["finetune", "scratch"], weight_free={"scratch"})
     options = {e.method: e.budget["options"] for e in plan.encrypts}
-    assert options == {"advparams": {"rank": "gain", "loss": "margin"}, "random": {}}
+    assert options["advparams"] == {**check_options("advparams", {}), "loss": "margin"}  # defaults filled in
+    assert options["advparams"]["rank"] == "gain" and options["random"] == {}
     assert all("loss" not in e.budget and "rank" not in e.budget for e in plan.encrypts)
     default = make_plan(parse_config(base()), ["finetune", "scratch"], weight_free={"scratch"})
     assert not {e.id for e in default.encrypts if e.method == "advparams"} & {e.id for e in plan.encrypts}
@@ -141,7 +143,8 @@ def test_shipped_configs_validate(name: str) -> None:
     path = REPO / "configs" / name
     if not path.exists():
         pytest.skip(f"{name} not written yet")
-    load_config(path)
+    counts = check_plan(load_config(path))  # model names resolve, the grid is within the job limit
+    assert 0 < sum(counts.values()) <= MAX_JOBS
 
 
 def test_a_fixed_train_seed_shares_one_baseline_and_methods_narrow_the_attacks() -> None:

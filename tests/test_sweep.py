@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sweep_helpers import runs_by_kind, tiny_config
 
+from bench.sweep import driver
 from bench.sweep.driver import run_sweep
 from bench.sweep.plan import plan_for
 from bench.sweep.report import build_report, write_plots, write_tables
@@ -19,7 +20,8 @@ CELL_METRICS = {"acc_clean", "acc_encrypted", "acc_decrypted", "acc_attacked", "
                 "encrypt_seconds", "attack_seconds"}
 
 
-def test_sweep_logs_every_job_nested_and_resumes_without_duplicates(ray_session, tmp_path: Path) -> None:
+def test_sweep_logs_every_job_nested_and_resumes_without_duplicates(ray_session, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tiny_config(tmp_path)
     plan = plan_for(cfg)
     assert plan.counts() == {"train": 1, "encrypt": 2, "attack": 7}
@@ -48,12 +50,18 @@ def test_sweep_logs_every_job_nested_and_resumes_without_duplicates(ray_session,
     keys = list((tmp_path / "storage" / "keys").glob("*.key"))
     assert len(keys) == 2 and all(k.stat().st_mode & 0o077 == 0 for k in keys)
 
-    again = run_sweep(cfg)
+    # With every job finished, the rerun answers from the tracking store alone: Ray is not even asked for.
+    with monkeypatch.context() as m:
+        m.setattr(driver, "connect", lambda *_: pytest.fail("a rerun with nothing to run started Ray"))
+        m.setattr(driver, "check_resources", lambda *_: pytest.fail("a rerun with nothing to run asked Ray"))
+        again = run_sweep(cfg)
     assert {k: c["skipped"] for k, c in again.counts.items()} == {"train": 1, "encrypt": 2, "attack": 7}
     assert sum(c["done"] for c in again.counts.values()) == 0
     rerun = runs_by_kind(cfg.tracking.uri, cfg.experiment)
     ids = Counter(r.data.tags["job_id"] for kind in ("train", "encrypt", "attack", "summary") for r in rerun[kind])
     assert set(ids.values()) == {1}, "a rerun must not duplicate runs"
+    assert {r.info.run_id for r in rerun["summary"]} == {r.info.run_id for r in runs["summary"]}, \
+        "summaries that did not change are not written again"
     assert len(rerun["sweep"]) == 1
 
     # A finished job whose files are gone (a cleaned storage folder) runs again; the rest stay skipped.
@@ -70,7 +78,8 @@ def test_sweep_logs_every_job_nested_and_resumes_without_duplicates(ray_session,
 
 
 def test_a_failing_job_is_recorded_and_the_sweep_goes_on(ray_session, tmp_path: Path) -> None:
-    models = [{"name": "mlp", "training": {"epochs": 2}}, {"name": "no_such_module_xyz:factory"}]
+    # A model argument the factory does not take: found only when a job builds the model.
+    models = [{"name": "mlp", "training": {"epochs": 2}}, {"name": "cnn", "args": {"no_such_argument": 1}}]
     cfg = tiny_config(tmp_path, datasets=[{"name": "digits", "owner_samples": 128, "models": models}],
                       attacks={"names": ["clip"], "fractions": [0.2], "trials": 1})
     outcome = run_sweep(cfg)
@@ -78,7 +87,7 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(ray_session, tmp_path: 
     assert outcome.counts["train"] == Counter(done=1, failed=1)
     failed = {r.name: r.error for r in outcome.failed}
     [train_error] = [e for n, e in failed.items() if n.endswith("/train")]
-    assert "no_such_module_xyz" in train_error
+    assert "no_such_argument" in train_error
     assert all("upstream job failed" in e for n, e in failed.items() if not n.endswith("/train"))
     runs = runs_by_kind(cfg.tracking.uri, cfg.experiment)
     statuses = Counter(r.info.status for kind in ("train", "encrypt", "attack") for r in runs[kind])

@@ -174,6 +174,9 @@ class Jobs(Strict):
     # only. Execution settings like num_cpus: not part of a job's id; each run is tagged with what it used.
     amp: Literal["auto", "on", "off"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
+    # Seconds the driver waits for the Ray cluster it joins and for a tracking server to answer (a server
+    # still starting gets that long), before one line says which did not.
+    connect_timeout: float = Field(30, gt=0)
 
 
 class Tracking(Strict):
@@ -207,6 +210,33 @@ class SweepConfig(Strict):
         return self.tracking.experiment or self.name
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key repeated in one mapping (PyYAML would keep the last value silently;
+    YAML itself requires keys to be unique)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor`: its keys may be overridden by the mapping's own
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: the safe loader refuses it below
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"key {key!r} appears twice in one mapping (first at line {seen[key]})",
+                    problem_mark=key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _read_yaml(text: str) -> Any:
+    """YAML text as Python values, a repeated key refused."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
     """Apply one ``dotted.path=value`` override (value parsed as YAML) to the raw config dict."""
     if "=" not in assignment:
@@ -216,9 +246,9 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     if not keys:
         raise BenchError(f"--set has an empty path: {assignment!r}")
     try:
-        value = yaml.safe_load(text)
+        value = _read_yaml(text)
     except yaml.YAMLError as err:
-        raise BenchError(f"--set {path}: cannot parse value {text!r} ({err.__class__.__name__})") from None
+        raise BenchError(f"--set {path}: cannot parse value {text!r} ({_problem(err)})") from None
     node: Any = raw
     for i, key in enumerate(keys[:-1]):
         if isinstance(node, list) and key.isdigit() and int(key) < len(node):
@@ -275,9 +305,14 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not path.is_file():
         raise BenchError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = _read_yaml(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise BenchError(f"{path}: not valid YAML{where}") from None
+        raise BenchError(f"{path}: not valid YAML{where}: {_problem(err)}") from None
     return parse_config(raw, str(path), overrides)
+
+
+def _problem(err: yaml.YAMLError) -> str:
+    """What a YAML error says is wrong, without its multi-line excerpt of the file."""
+    return getattr(err, "problem", None) or err.__class__.__name__

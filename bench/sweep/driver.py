@@ -1,21 +1,28 @@
 """The sweep's driver: plan the grid, run the missing jobs on Ray, log every result to MLflow.
 
-Ray schedules the jobs (train -> encrypt -> attack, dependencies passed as object refs, so each job starts
-when its inputs exist and wherever the cluster has room; training jobs that need more CPUs or GPUs than the
-others all run first, see `stages`); this driver only submits them, waits for results
-and logs each one the moment it arrives, so a driver killed mid-sweep loses nothing that finished. Jobs
-whose id already has a FINISHED run are skipped; a job that raises is logged as FAILED and the sweep goes
-on; a worker or node lost mid-job is retried by Ray (`jobs.max_retries`).
+Everything a job would otherwise find out too late is checked before Ray starts (`bench.sweep.plan.check_plan`,
+`preflight`, `wait_for_cluster`), and Ray starts only when some job is left to run. Ray schedules the jobs
+(train -> encrypt -> attack, dependencies passed as object refs, so each job starts when its inputs exist and
+wherever the cluster has room; training jobs that need more CPUs or GPUs than the others all run first, see
+`stages`); this driver only submits them, waits for results and logs each one the moment it arrives, so a
+driver killed mid-sweep loses nothing that finished. Jobs whose id already has a FINISHED run are skipped; a
+job that raises is logged as FAILED and the sweep goes on; a worker or node lost mid-job is retried by Ray
+(`jobs.max_retries`).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import socket
 import time
 import traceback
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import ray
@@ -43,8 +50,21 @@ from bench.sweep.plan import (
     plan_for,
     stable_hash,
 )
-from bench.sweep.results import JobResult, attack_row, summarize, summary_result
-from bench.sweep.tracking import Tracker, check_uri
+from bench.sweep.results import (
+    AttackRow,
+    JobResult,
+    attack_row,
+    summarize,
+    summary_result,
+)
+from bench.sweep.tracking import (
+    MAX_PARAM,
+    Tracker,
+    check_uri,
+    is_new_store,
+    wait_for_server,
+)
+from bench.zoo.data import make_splits
 from common.errors import first_line
 
 #: Jobs on Ray workers. The function lives in `bench.sweep.jobs`, which a worker imports by reference: not this
@@ -88,16 +108,22 @@ def sweep_id(cfg: SweepConfig) -> str:
     return stable_hash(cfg.model_dump(exclude={"tracking", "jobs"}))
 
 
+def cluster_address(address: str | None) -> str | None:
+    """The cluster a sweep joins: ``address``, else $RAY_ADDRESS (as `ray job submit` sets it); None: a local Ray."""
+    return address or os.environ.get("RAY_ADDRESS")
+
+
 def connect(address: str | None, runtime_env: dict | None, local_cpus: int | None = None) -> bool:
-    """Join the cluster at ``address`` (or $RAY_ADDRESS, as `ray job submit` sets it), else start a local Ray
-    with ``local_cpus`` CPUs (default: this machine's cores). Returns whether this call started Ray (and so
-    must shut it down)."""
+    """Join the cluster at `cluster_address`, else start a local Ray with ``local_cpus`` CPUs (default: this
+    machine's cores). Returns whether this call started Ray (and so must shut it down). Joining, Ray tries the
+    cluster once (`wait_for_cluster` has seen it answer)."""
     if ray.is_initialized():
         return False
-    target = address or os.environ.get("RAY_ADDRESS")
+    target = cluster_address(address)
     try:
         if target:
-            ray.init(address=target, runtime_env=runtime_env, log_to_driver=False)
+            with _one_gcs_attempt():
+                ray.init(address=target, runtime_env=runtime_env, log_to_driver=False)
         else:
             ray.init(address="local", num_cpus=local_cpus or os.cpu_count(), include_dashboard=False,
                      log_to_driver=False)
@@ -106,8 +132,79 @@ def connect(address: str | None, runtime_env: dict | None, local_cpus: int | Non
     return True
 
 
-def _open_tracker(uri: str, experiment: str) -> tuple[Tracker, dict[str, JobResult]]:
-    tracker = Tracker(uri, experiment)
+def wait_for_cluster(address: str, timeout: float) -> None:
+    """Wait until a cluster's ``address`` (HOST:PORT, or ray://HOST:PORT) takes a TCP connection, at most
+    ``timeout`` seconds (a head still starting gets them), else one line: Ray itself retries a dead address for
+    over ten minutes. An address without a port (``auto``) is left to Ray; one that takes connections but is
+    not Ray's ends after Ray's single attempt (`connect`), about 40 s."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    if not 0 < int(port) < 2**16:
+        raise BenchError(f"Ray address {address}: port {port} is out of range")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=max(0.1, min(5.0, deadline - time.monotonic()))).close()
+            return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise BenchError(f"Ray at {address} did not answer within {timeout:g} s ({err.strerror or err}); "
+                                 "check --address, or raise --connect-timeout (jobs.connect_timeout)") from None
+            time.sleep(max(0.0, min(1.0, deadline - time.monotonic())))
+
+
+@contextmanager
+def _one_gcs_attempt() -> Iterator[None]:
+    """Ray tries to reach a cluster's GCS once, not 20 times (its default); a user's own setting wins."""
+    added = "RAY_gcs_server_port_wait_time_s" not in os.environ
+    if added:
+        os.environ["RAY_gcs_server_port_wait_time_s"] = "1"
+    try:
+        yield
+    finally:
+        if added:
+            os.environ.pop("RAY_gcs_server_port_wait_time_s", None)
+
+
+def preflight(cfg: SweepConfig, ctx: JobContext, *, on_cluster: bool, console: Console) -> None:
+    """What every job would otherwise find out for itself, checked once before Ray starts: each data set loads
+    and its training split holds the owner's samples beside the largest attacker share (and the smallest
+    share holds at least 2 samples), and the storage folder can be written.
+
+    The data sets are loaded in a child process: loaded here, they would stay in the driver's memory for the
+    whole sweep (a process keeps what it loaded; 2 GB for configs/paper.yaml). Joining a cluster, the nodes
+    may reach data and storage this machine does not: a problem here is then a note, and the jobs find out
+    on the nodes.
+    """
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as child:
+        problems = child.submit(_size_problems, cfg, ctx).result()
+    try:
+        Storage(ctx.storage).check_writable()
+    except BenchError as err:
+        problems.append(str(err))
+    if problems and not on_cluster:
+        raise BenchError(problems[0])
+    for problem in problems:
+        console.print(f"note: {problem} (checked on this machine; the cluster's nodes may differ)", highlight=False)
+
+
+def _size_problems(cfg: SweepConfig, ctx: JobContext) -> list[str]:
+    """Each data set whose shares do not fit, drawn as a job draws them (`make_splits`), or that cannot load."""
+    problems = []
+    for i, entry in enumerate(cfg.datasets):
+        try:
+            ds = ctx.data.for_folder(entry.path).load(entry.name)
+            for fraction in sorted({min(cfg.attacks.fractions), max(cfg.attacks.fractions)}):
+                make_splits(ds, seed=0, owner_samples=entry.owner_samples, attacker_fraction=fraction,
+                            attacker_val_fraction=cfg.attacks.val_fraction)
+        except BenchError as err:
+            problems.append(f"datasets.{i}: {err}")
+    return problems
+
+
+def _open_tracker(uri: str, experiment: str, timeout: float) -> tuple[Tracker, dict[str, JobResult]]:
+    tracker = Tracker(uri, experiment, connect_timeout=timeout)
     return tracker, tracker.finished()
 
 
@@ -179,28 +276,46 @@ class _Bar:
 
 
 def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str | None = None,
-              console: Console | None = None, local_cpus: int | None = None) -> SweepOutcome:
+              console: Console | None = None, local_cpus: int | None = None, max_jobs: int | None = None) -> SweepOutcome:
     """Run every job of ``cfg`` not yet finished in its MLflow experiment; log each result as it lands.
 
-    A sweep's fixed costs overlap: the MLflow store opens (creating its tables on first use) while Ray
-    starts, and the summaries are logged while Ray shuts down.
+    A config planning more than ``max_jobs`` jobs (None: `bench.sweep.plan.MAX_JOBS`) is refused; Ray starts
+    only if a job is left, after `preflight`, so a sweep with nothing to run answers from the tracking store
+    alone. A sweep's fixed costs overlap where they can: the store opens while Ray starts (when some job is
+    surely left), and the summaries are logged while Ray shuts down.
     """
     console = console or Console(stderr=True)
     start = time.perf_counter()
-    plan = plan_for(cfg)
+    plan = plan_for(cfg, max_jobs)
     contexts = {kind: JobContext.for_config(cfg, int(getattr(cfg.jobs, kind).num_cpus))
                 for kind in ("train", "encrypt", "attack")}
     storage = Storage(contexts["train"].storage)
     uri = tracking_uri or cfg.tracking.uri
     check_uri(uri)  # refused before anything starts: a malformed URI, a CPU count for a cluster
-    if local_cpus is not None and (address or os.environ.get("RAY_ADDRESS")):
+    cluster = cluster_address(address)
+    if local_cpus is not None and cluster:
         raise BenchError("a CPU count applies to a local Ray only; a cluster's CPUs are those of its nodes")
+    wait_for_server(uri, cfg.jobs.connect_timeout)  # the tracking server and the cluster answer before anything starts
+    if cluster:
+        wait_for_cluster(cluster, cfg.jobs.connect_timeout)
+    check = partial(preflight, cfg, contexts["train"], on_cluster=cluster is not None, console=console)
+    start_ray = partial(connect, address, cfg.jobs.runtime_env, local_cpus)
+    # A new store, or a file missing that a finished job leaves: some job is surely left, so Ray starts while
+    # the store opens. Otherwise the store is read first, and Ray starts only if it says a job is left.
+    surely_left = is_new_store(uri) or not all(outputs_exist(job, storage) for job in plan.jobs)
+    if surely_left:
+        check()
     with ThreadPoolExecutor(1) as pool:
-        opening = pool.submit(_open_tracker, uri, cfg.experiment)
-        started = connect(address, cfg.jobs.runtime_env, local_cpus)
+        opening = pool.submit(_open_tracker, uri, cfg.experiment, cfg.jobs.connect_timeout)
+        started = start_ray() if surely_left else False
         try:
             tracker, finished = opening.result()
-            check_resources(cfg)
+            left = {job.id for job in plan.jobs if not (job.id in finished and outputs_exist(job, storage))}
+            if left and not surely_left:
+                check()
+                started = start_ray()
+            if left:
+                check_resources(cfg)
             parent = tracker.open_sweep(sweep_id(cfg), cfg.name,
                                         {"config": cfg.model_dump_json(), **{f"jobs.{k}": v for k, v in plan.counts().items()}},
                                         [j.id for j in plan.jobs])
@@ -212,14 +327,14 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
     refs: dict[str, Any] = {}
     pending: dict[Any, Job] = {}
     names = {job.id: job.name for job in plan.jobs}
-    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.jobs.attack.num_cpus))
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.jobs.attack.num_cpus)) if left else 1
     bar = _Bar(console, len(plan.jobs), slots)
     status = "FAILED"  # anything that ends the loop early, but Ctrl-C, leaves the sweep FAILED
     try:
         with bar.progress:
             for stage in stages(plan, cfg):
                 for job in stage:
-                    if job.id in finished and outputs_exist(job, storage):
+                    if job.id not in left:
                         refs[job.id] = finished[job.id]
                         outcome.results[job.id] = finished[job.id]
                         outcome.counts[job.kind]["skipped"] += 1
@@ -251,7 +366,7 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
             bar.update(ready=0)
         rows = [attack_row(r) for r in outcome.results.values() if r.kind == "attack" and r.status == "FINISHED"]
         with ThreadPoolExecutor(1) as pool:  # every job has ended: Ray is no longer needed
-            logged = pool.submit(lambda: [tracker.replace_result(summary_result(s), parent) for s in summarize(rows)])
+            logged = pool.submit(_log_summaries, tracker, parent, rows, finished)
             if started:
                 ray.shutdown()
                 started = False
@@ -268,6 +383,24 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
         if started:
             ray.shutdown()
     return outcome
+
+
+def _log_summaries(tracker: Tracker, parent: str, rows: list[AttackRow], logged: dict[str, JobResult]) -> None:
+    """Log the summaries of the attack ``rows``, each replacing its earlier run; one that the store already
+    holds as it is (``logged``, as `Tracker.finished` read it) is left alone, so a rerun with nothing new
+    writes nothing."""
+    for summary in summarize(rows):
+        result = summary_result(summary)
+        if not _recorded(result, logged.get(result.job_id)):
+            tracker.replace_result(result, parent)
+
+
+def _recorded(result: JobResult, run: JobResult | None) -> bool:
+    """Whether ``run`` (read back from MLflow: params as strings) records ``result`` as it is."""
+    return (run is not None and run.status == "FINISHED"
+            and run.metrics == {k: float(v) for k, v in result.metrics.items() if v is not None}
+            and run.params == {k: str(v)[:MAX_PARAM] for k, v in result.params.items()}
+            and all(run.tags.get(k) == str(v) for k, v in result.tags.items()))
 
 
 def print_outcome(outcome: SweepOutcome, console: Console) -> None:

@@ -8,20 +8,30 @@ therefore finds the same ids and skips what is finished.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import itertools
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from attacks import AttackError, attack_names, get_attack
 from bench.errors import BenchError
-from bench.sweep.config import Protect, SweepConfig
+from bench.sweep.config import DatasetEntry, ModelEntry, Protect, SweepConfig
+from bench.zoo.models import MODELS, TORCHVISION_PREFIX
+from common.errors import first_line
 from protect import ProtectError, check_options
 
 #: Bump when a change to the code would change the results of finished jobs.
 RESULTS_VERSION = 1
+
+#: The most jobs a sweep plans unless told otherwise (`advparams sweep --max-jobs`). A 95,200-job grid grew the
+#: driver past 2.2 GB before any job ran (about 23 KB a job), so 20,000 keep it under half a gigabyte; that is
+#: over ten times the largest shipped grid (configs/paper-gpu.yaml: 1,224 jobs), so a bigger grid is more
+#: likely a list grown by mistake than a plan.
+MAX_JOBS = 20_000
 
 
 def stable_hash(payload: Any, length: int = 16) -> str:
@@ -45,7 +55,7 @@ class TrainJob:
 
     kind = "train"
 
-    @property
+    @cached_property  # an id is asked for often (by every job that depends on this one): hashed once
     def id(self) -> str:
         return stable_hash({"kind": self.kind, **asdict(self), "v": RESULTS_VERSION})
 
@@ -67,7 +77,7 @@ class EncryptJob:
 
     kind = "encrypt"
 
-    @property
+    @cached_property
     def id(self) -> str:
         return stable_hash({"kind": self.kind, "train": self.train.id, "method": self.method,
                             "budget": self.budget, "owner_samples": self.owner_samples, "match": self.match, "v": RESULTS_VERSION})
@@ -101,7 +111,7 @@ class AttackJob:
 
     kind = "attack"
 
-    @property
+    @cached_property
     def id(self) -> str:
         return stable_hash({"kind": self.kind, "train": self.train.id,
                             "encrypt": self.encrypt.id if self.encrypt else None, "attack": self.attack,
@@ -146,11 +156,27 @@ class Storage:
 
     root: Path
 
+    FOLDERS = ("baselines", "encrypted", "studies", "keys")
+
     def create(self) -> Storage:
         """Make the folders; the key folder readable by its owner only."""
-        for sub in ("baselines", "encrypted", "studies", "keys"):
+        for sub in self.FOLDERS:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.root / "keys", 0o700)
+        return self
+
+    def check_writable(self) -> Storage:
+        """Make the folders and write and remove a file in each: a storage no job could write is refused
+        before any job runs, not found by every job."""
+        try:
+            self.create()
+            for sub in self.FOLDERS:
+                probe = self.root / sub / f".probe-{os.getpid()}"
+                probe.write_bytes(b"")
+                probe.unlink()
+        except OSError as err:
+            where = f" ({err.filename})" if err.filename else ""
+            raise BenchError(f"storage {self.root} cannot be written: {err.strerror or err}{where}") from None
         return self
 
     def baseline(self, job: TrainJob) -> Path:
@@ -193,8 +219,7 @@ def make_plan(cfg: SweepConfig, registered_attacks: list[str], weight_free: set[
     order = [m for m in p.methods if m in p.match.values()] + [m for m in p.methods if m not in p.match.values()]
     for ds, seed in itertools.product(cfg.datasets, cfg.seeds):
         for m in ds.models:
-            train_seed = seed if m.train_seed is None else m.train_seed
-            train = TrainJob(ds.name, ds.path, m.name, dict(m.args), m.training.model_dump(), train_seed)
+            train = _train_job(ds, m, seed)
             trains.setdefault(train.id, train)
             cell_jobs: list[EncryptJob] = []
             for max_params, eps in itertools.product(p.max_params, p.eps):
@@ -218,6 +243,37 @@ def make_plan(cfg: SweepConfig, registered_attacks: list[str], weight_free: set[
                 else:
                     attacks.extend(AttackJob(train, enc, attack, fraction, fixed=fixed, **common) for enc in targets)
     return Plan(list(trains.values()), _unique(encrypts), _unique(attacks))
+
+
+def _train_job(ds: DatasetEntry, m: ModelEntry, seed: int) -> TrainJob:
+    """The baseline a grid seed's jobs start from: trained with that seed, or with the model's fixed one."""
+    train_seed = seed if m.train_seed is None else m.train_seed
+    return TrainJob(ds.name, ds.path, m.name, dict(m.args), m.training.model_dump(), train_seed)
+
+
+def count_jobs(cfg: SweepConfig, registered_attacks: list[str], weight_free: set[str]) -> dict[str, int]:
+    """``make_plan(cfg, ...).counts()`` without building the jobs, so a grid of a million is refused in a moment.
+
+    The grid is blocks of (baseline, grid seed, owner samples), one per data set, seed and model, each with
+    the same jobs inside: every method in every cell, and every attack at every attacker fraction (once per
+    attacked model, or once for an attack that ignores the weights). Repeated entries plan a job once, so only
+    distinct blocks, cells, methods and fractions count.
+    """
+    p, a = cfg.protect, cfg.attacks
+    cells = len(set(itertools.product(p.max_params, p.eps)))
+    methods = set(p.methods)
+    attacked = len(methods & set(a.methods or p.methods))
+    per_fraction = sum(1 if name in weight_free else cells * attacked
+                       for name in resolve_attacks(a.names, registered_attacks))
+    trains: set[str] = set()
+    blocks: set[tuple[str, int, int]] = set()
+    for ds, seed in itertools.product(cfg.datasets, cfg.seeds):
+        for m in ds.models:
+            train = _train_job(ds, m, seed)
+            trains.add(train.id)
+            blocks.add((train.id, seed, ds.owner_samples))
+    return {"train": len(trains), "encrypt": len(blocks) * cells * len(methods),
+            "attack": len(blocks) * len(set(a.fractions)) * per_fraction}
 
 
 def method_options(p: Protect) -> dict[str, dict[str, Any]]:
@@ -245,9 +301,13 @@ def weight_free_attacks() -> set[str]:
     return {name for name in attack_names() if not get_attack(name).uses_weights}
 
 
-def plan_for(cfg: SweepConfig) -> Plan:
-    """The config's plan; attack names and fixed attack parameters are checked against the registry."""
-    plan = make_plan(cfg, attack_names(), weight_free_attacks())
+def check_plan(cfg: SweepConfig, max_jobs: int | None = None) -> dict[str, int]:
+    """Check what can be checked without data or Ray and count the jobs of each kind, no job built: model,
+    attack and method names against their registries, fixed attack parameters and method options against
+    what each declares, and the number of jobs against ``max_jobs`` (None: `MAX_JOBS`)."""
+    max_jobs = MAX_JOBS if max_jobs is None else max_jobs
+    check_models(cfg)
+    method_options(cfg.protect)
     for name, fixed in cfg.attacks.params.items():
         if name not in attack_names():
             raise BenchError(f"attacks.params.{name}: unknown attack; registered: {', '.join(attack_names())}")
@@ -255,4 +315,47 @@ def plan_for(cfg: SweepConfig) -> Plan:
             get_attack(name).check_params(fixed)
         except AttackError as err:
             raise BenchError(f"attacks.params.{name}: {err}") from None
-    return plan
+    counts = count_jobs(cfg, attack_names(), weight_free_attacks())
+    total = sum(counts.values())
+    if total > max_jobs:
+        kinds = ", ".join(f"{kind} {n:,}" for kind, n in counts.items())
+        raise BenchError(f"the config plans {total:,} jobs ({kinds}), more than the limit of {max_jobs:,}; narrow "
+                         "the grid, or raise the limit (advparams sweep --max-jobs N)")
+    return counts
+
+
+def plan_for(cfg: SweepConfig, max_jobs: int | None = None) -> Plan:
+    """The config's plan, once `check_plan` has passed it."""
+    check_plan(cfg, max_jobs)
+    return make_plan(cfg, attack_names(), weight_free_attacks())
+
+
+def check_models(cfg: SweepConfig) -> None:
+    """Every model name resolves: a registered model, ``torchvision:NAME`` of a torchvision classifier, or
+    ``MODULE:FACTORY`` whose module imports and holds a callable ``FACTORY``."""
+    for i, ds in enumerate(cfg.datasets):
+        for j, m in enumerate(ds.models):
+            try:
+                _check_model_name(m.name)
+            except BenchError as err:
+                raise BenchError(f"datasets.{i}.models.{j}.name: {err}") from None
+
+
+def _check_model_name(name: str) -> None:
+    if name.startswith(TORCHVISION_PREFIX):
+        import torchvision
+
+        arch = name.removeprefix(TORCHVISION_PREFIX)
+        if arch not in torchvision.models.list_models(module=torchvision.models):
+            raise BenchError(f"unknown torchvision model {arch!r}; see torchvision.models.list_models() (e.g. resnet18)")
+    elif ":" in name:
+        module_name, _, factory = name.rpartition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as err:  # a user's module may fail on import in any way
+            raise BenchError(f"model {name!r}: cannot import module {module_name!r}: {first_line(err)}") from None
+        if not callable(getattr(module, factory, None)):
+            raise BenchError(f"model {name!r}: module {module_name!r} has no callable {factory!r}")
+    elif name not in MODELS:
+        raise BenchError(f"unknown model {name!r}; registered: {', '.join(MODELS.names())}; or "
+                         f"{TORCHVISION_PREFIX}NAME, or MODULE:FACTORY")

@@ -7,10 +7,13 @@ same store is the sweep's memory: a job whose id has a FINISHED run is skipped w
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -68,15 +71,46 @@ def check_uri(uri: str, *, must_exist: bool = False) -> None:
     scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
     if scheme not in SCHEMES:
         raise BenchError(f"tracking URI {uri!r} is not supported; use sqlite:///FILE.db or http://HOST:PORT")
-    if must_exist and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    if must_exist and is_new_store(uri):
         raise BenchError(f"no MLflow store at {uri.removeprefix('sqlite:///')}; run a sweep first")
 
 
-class Tracker:
-    """One experiment of an MLflow store, seen through job ids."""
+def is_new_store(uri: str) -> bool:
+    """Whether ``uri`` is a SQLite store whose file does not exist yet (opening it creates it)."""
+    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
 
-    def __init__(self, uri: str, experiment: str) -> None:
+
+def wait_for_server(uri: str, timeout: float) -> None:
+    """Wait until the tracking server at an http(s) ``uri`` answers, at most ``timeout`` seconds (a server still
+    starting gets them), else one line: MLflow's own client retries for over four minutes. Any HTTP answer
+    will do (a proxy in front may refuse MLflow's ``/health``); other URIs are left to MLflow."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=max(0.1, min(5.0, deadline - time.monotonic()))).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except (ValueError, http.client.HTTPException) as err:  # no host, a bad port; a server that is not HTTP
+            raise BenchError(f"tracking URI {uri!r} does not lead to an HTTP server: {first_line(err)}") from None
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                reason = getattr(err, "reason", err)
+                raise BenchError(f"tracking server {uri} did not answer within {timeout:g} s "
+                                 f"({getattr(reason, 'strerror', None) or reason}); check --tracking-uri, "
+                                 "or raise --connect-timeout (jobs.connect_timeout)") from None
+            time.sleep(max(0.0, min(1.0, deadline - time.monotonic())))
+
+
+class Tracker:
+    """One experiment of an MLflow store, seen through job ids; a tracking server that does not answer
+    within ``connect_timeout`` seconds is one line (`wait_for_server`)."""
+
+    def __init__(self, uri: str, experiment: str, connect_timeout: float = 30.0) -> None:
         check_uri(uri)
+        wait_for_server(uri, connect_timeout)
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         try:

@@ -2,14 +2,15 @@
 
 Each function reads its inputs from files, refuses bad input before it writes anything (so a model or a
 key file is never left half-changed), and returns plain figures. The key is written only where the
-caller says, with mode 0600, and only its fingerprint is ever returned.
+caller says, with mode 0600, and only its fingerprint is ever returned. No output replaces an existing
+file without ``force``, nor an input or a key file even with it (``check_output``).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,9 @@ from bench.zoo.data import (
     make_splits,
     owner_split,
 )
-from bench.zoo.modelfile import ModelSpec, load_model, save_model
+from bench.zoo.modelfile import ModelSpec, load_model, read_spec, save_model
 from common.training import accuracy, batches, count_params
+from protect import keyfile
 
 OWNER_BATCH = 256
 
@@ -71,13 +73,56 @@ def load_for(path: Path, data: DataOptions, dataset: str | None = None) -> tuple
     return model, spec, ds
 
 
-def _writable_file(path: Path, what: str) -> None:
-    """Refuse a target that is a folder or sits in a folder that does not exist, before anything is written."""
+def same_file(a: Path, b: Path) -> bool:
+    """One file under two names: equal resolved paths, or (both existing) a hard link or bind mount."""
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    return Path(a).exists() and Path(b).exists() and os.path.samefile(a, b)
+
+
+def check_output(
+    path: Path, what: str, *, force: bool, inputs: Mapping[str, Path] | None = None, replaces_key: bool = False,
+    make_folders: bool = False,
+) -> None:
+    """Refuse, before anything is written, to write ``what`` to ``path`` where that would lose something.
+
+    Refused even with ``force``: a folder, a file that is also one of ``inputs`` (role -> path), and a key
+    file (known by its format, not its name) unless the output is itself a key (``replaces_key``): a lost key
+    cannot be rebuilt. Refused without ``force``: any other existing file, saying so when it is an encrypted
+    model whose key would be orphaned. A missing folder is refused unless the writer makes it.
+    """
     path = Path(path)
     if path.is_dir():
         raise BenchError(f"{what} path {path} is a folder; give a file name")
-    if not path.parent.is_dir():
+    if not make_folders and not path.parent.is_dir():
         raise BenchError(f"folder {path.parent} for the {what} does not exist")
+    for role, source in (inputs or {}).items():
+        if same_file(path, source):
+            raise BenchError(f"{path} is both the {role} and the {what}; they must be different files")
+    if not path.exists():
+        return
+    is_key = keyfile.is_key_file(path)
+    if is_key and not replaces_key:
+        raise BenchError(f"{path} is a key file; refusing to write the {what} over it, even with --force "
+                         "(a lost key cannot be rebuilt)")
+    if force:
+        return
+    if is_key:
+        raise BenchError(f"key file {path} exists already; refusing to overwrite a key (use --force)")
+    encrypted_with = _encrypted_with(path)
+    if encrypted_with:
+        raise BenchError(f"{path} is an encrypted model; replacing it would orphan its key (fingerprint "
+                         f"{encrypted_with[:16]}) (use --force to replace it anyway)")
+    raise BenchError(f"{path} exists already; refusing to overwrite it (use --force)")
+
+
+def _encrypted_with(path: Path) -> str | None:
+    """The key fingerprint an encrypted model file names ('?' if it names none); None for any other file."""
+    try:
+        extra = read_spec(path).extra
+    except BenchError:  # not a model file
+        return None
+    return str(extra.get("key_fingerprint", "?")) if extra.get("state") == "encrypted" else None
 
 
 @dataclass(frozen=True)
@@ -117,13 +162,13 @@ def encrypt_file(
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> EncryptOutcome:
-    """Encrypt a clean model file: write the encrypted model to ``out`` and the key to ``key_path``."""
-    if key_path.exists() and not force:
-        raise BenchError(f"key file {key_path} exists already; refusing to overwrite a key (use --force)")
-    if Path(out).resolve() == Path(key_path).resolve():
-        raise BenchError("the encrypted model and the key must be different files")
-    _writable_file(out, "encrypted model")
-    _writable_file(key_path, "key file")
+    """Encrypt a clean model file: write the encrypted model to ``out`` and the key to ``key_path``.
+
+    ``force`` lets both replace existing files (an existing key too), never the model file or a key at ``out``.
+    """
+    check_output(key_path, "key file", force=force, inputs={"model file": model_file, "encrypted model": out},
+                 replaces_key=True)
+    check_output(out, "encrypted model", force=force, inputs={"model file": model_file})
     model, spec, ds = load_for(model_file, data)
     if spec.extra.get("state") == "encrypted":
         raise BenchError(f"{model_file} is encrypted already (key {spec.extra.get('key_fingerprint', '?')})")
@@ -167,11 +212,14 @@ def read_key(key_path: Path, passphrase: str | None) -> protect.SecretKey:
     return protect.SecretKey.load(require_file(key_path, "key file"), passphrase=passphrase)
 
 
-def decrypt_file(enc_file: Path, key_path: Path, out: Path, *, data: DataOptions, passphrase: str | None = None) -> tuple[float, float]:
-    """Decrypt an encrypted model file with its key into ``out``; return (encrypted, decrypted) accuracy."""
-    if Path(out).resolve() == Path(key_path).resolve():
-        raise BenchError(f"the decrypted model would overwrite its key {key_path}; choose another --out")
-    _writable_file(out, "decrypted model")
+def decrypt_file(
+    enc_file: Path, key_path: Path, out: Path, *, data: DataOptions, passphrase: str | None = None, force: bool = False
+) -> tuple[float, float]:
+    """Decrypt an encrypted model file with its key into ``out``; return (encrypted, decrypted) accuracy.
+
+    ``force`` lets ``out`` replace an existing file, never the encrypted model, the key or any other key.
+    """
+    check_output(out, "decrypted model", force=force, inputs={"encrypted model": enc_file, "key": key_path})
     key = read_key(key_path, passphrase)
     model, spec, ds = load_for(enc_file, data)
     acc_encrypted = accuracy(model, ds.test)
@@ -180,6 +228,17 @@ def decrypt_file(enc_file: Path, key_path: Path, out: Path, *, data: DataOptions
     extra = {k: v for k, v in spec.extra.items() if k not in ("clean_accuracy",)}
     save_model(out, model.cpu(), replace(spec, extra={**extra, "state": "decrypted", "test_accuracy": acc_decrypted}))
     return acc_encrypted, acc_decrypted
+
+
+def check_key_fits(key: protect.SecretKey, model: torch.nn.Module, *, key_path: Path, model_file: Path) -> None:
+    """Refuse a key that was not made for this model's current state (the encrypted one), as decryption does."""
+    current = protect.state_fingerprint(model)
+    if current == key.encrypted_fingerprint:
+        return
+    if current == key.original_fingerprint:
+        raise BenchError(f"{model_file} is the model of key {key_path} before encryption, not the encrypted one")
+    raise BenchError(f"key {key_path} does not match the model in {model_file} "
+                     "(the model is not the encrypted state it was made for)")
 
 
 def verify_decryption(enc_file: Path, key_path: Path, clean_file: Path, *, data: DataOptions) -> tuple[float, bool]:
