@@ -11,6 +11,7 @@ from attacks.base import (
     AttackerData,
     AttackError,
     AttackResult,
+    ComputeMeter,
     Param,
     Report,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "AttackResult",
     "AttackerBudget",
     "AttackerData",
+    "ComputeMeter",
     "Param",
     "Report",
     "TrialRecord",

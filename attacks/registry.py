@@ -29,6 +29,14 @@ def check_attack_class(name: str, cls: object) -> type[Attack]:
         check_declared(getattr(cls, "params", None), f"attack {name!r}")
     except ParamError as err:
         raise AttackError(str(err)) from None
+    recipes = getattr(cls, "recipes", ())
+    if not isinstance(recipes, tuple):
+        raise AttackError(f"attack {name!r}: 'recipes' must be a tuple of param mappings")
+    for recipe in recipes:
+        try:
+            cls().check_params(recipe)
+        except AttackError as err:
+            raise AttackError(f"attack {name!r} recipe {recipe!r}: {err}") from None
     return cls
 
 

@@ -1,9 +1,12 @@
-"""Tune an attack's params with Optuna against the attacker's own validation split.
+"""Tune an attack's params with Optuna against the attacker's own validation split, within one compute cap.
 
 The attacker never sees the test split: one study maximises validation accuracy over the budget's
-trials, then the best params are re-run once with the same seed (so the model is the one the trial
-scored) and handed to the harness for a single test evaluation. Trials come back as data; logging
-them anywhere is the caller's business.
+trials, and the best trial's model is handed to the harness for a single test evaluation. The budget's
+compute cap covers the whole study: each of the ``trials`` trials gets an equal share, ``epochs / trials``
+epoch-equivalents, and what a trial leaves (early stopping, pruning) is not passed on, so every trial
+(and its recipe) is judged on the same compute and a trial's model does not depend on the trials before
+it. The first trials are the attack's defaults and its known-good ``recipes``; the sampler explores after
+them. Trials come back as data; logging them anywhere is the caller's business.
 """
 
 from __future__ import annotations
@@ -29,24 +32,33 @@ PRUNER_STARTUP_TRIALS = 2  # trials that always run to the end before the median
 
 @dataclass(frozen=True)
 class TrialRecord:
-    """One Optuna trial as plain data: the full params it ran, its val accuracy, state and time."""
+    """One Optuna trial as plain data: the full params it ran, its val accuracy, state, time and compute.
+
+    ``compute_epochs`` is what it charged (epoch-equivalents), ``forward_epochs`` its validation passes.
+    """
 
     number: int
     params: dict[str, Any]
     value: float | None
     state: str
     seconds: float
+    compute_epochs: float = 0.0
+    forward_epochs: float = 0.0
 
 
 @dataclass
 class TuningResult:
-    """The best params, their val accuracy, every trial, and the best params' re-run result."""
+    """The best params, their val accuracy, every trial, the best trial's result, and the study's compute.
+
+    ``compute_epochs`` is the compute of every trial together: never more than the budget's cap.
+    """
 
     best_params: dict[str, Any]
     best_value: float
     trials: list[TrialRecord]
     result: AttackResult
     val_accuracy_before: float
+    compute_epochs: float = 0.0
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -56,10 +68,12 @@ def trial_seed(seed: int, number: int) -> int:
 
 
 def study_signature(attack: Attack, model: nn.Module, data: AttackerData, budget: AttackerBudget, seed: int,
-                    fixed: Mapping[str, Any]) -> str:
-    """What a study's trials depend on, hashed: a study file is only resumed for the same question."""
-    # The number of trials is left out: asking for more trials resumes the same study.
-    what = [attack.name, seed, budget.data_fraction, budget.epochs, sorted(fixed.items())]
+                    fixed: Mapping[str, Any], trials: int) -> str:
+    """What a study's trials depend on, hashed: a study file is only resumed for the same question.
+
+    The number of trials is part of it: it sets each trial's share of the compute cap.
+    """
+    what = [attack.name, seed, budget.data_fraction, budget.epochs, trials, sorted(fixed.items())]
     digest = hashlib.sha256(json.dumps(what, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
@@ -101,7 +115,21 @@ def _record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         value=trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None,
         state=trial.state.name,
         seconds=seconds,
+        compute_epochs=float(trial.user_attrs.get("compute_epochs", 0.0)),
+        forward_epochs=float(trial.user_attrs.get("forward_epochs", 0.0)),
     )
+
+
+def first_trials(attack: Attack, budget: AttackerBudget, fixed: Mapping[str, Any], count: int) -> list[dict[str, Any]]:
+    """The tunable params of the defaults, then of each recipe (fixed params held), distinct, at most ``count``."""
+    names = [p.name for p in attack.tunable(fixed)]
+    queued: list[dict[str, Any]] = []
+    for recipe in ({}, *attack.recipes):
+        checked = attack.check_params({**recipe, **fixed}, budget)
+        values = {name: checked[name] for name in names}
+        if values not in queued:
+            queued.append(values)
+    return queued[:count]
 
 
 def tune(
@@ -116,12 +144,14 @@ def tune(
     fixed: Mapping[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> TuningResult:
-    """Search ``attack``'s params for the best val accuracy within ``budget.trials`` trials.
+    """Search ``attack``'s params for the best val accuracy within ``budget.trials`` trials and its compute cap.
 
     ``fixed`` params are validated and held constant. The first trial of a fresh study runs the
-    defaults, so tuning never does worse on validation than not tuning; an attack with nothing
-    left to tune runs that one trial only. With a ``storage`` file an interrupted study resumes,
-    running only the trials still missing.
+    defaults, so tuning never does worse on validation than not tuning, and the next ones the attack's
+    recipes; an attack with nothing left to tune runs one trial only, with the whole cap. Each trial
+    spends at most ``budget.epochs / trials`` epoch-equivalents. With a ``storage`` file an interrupted
+    study resumes, running only the trials still missing; the best model is then rebuilt by re-running
+    its trial with the same seed and share (a replay of compute already counted, so not counted again).
     """
     checked = attack.check_params(fixed or {}, budget)
     fixed = {name: checked[name] for name in fixed or {}}
@@ -138,8 +168,10 @@ def tune(
         )
     except (OSError, ValueError) as e:  # an unreadable file, or one that is not a journal (JSONDecodeError)
         raise AttackError(f"study file {storage} cannot be used as an Optuna journal: {first_line(e)}") from None
+    tunable = attack.tunable(fixed)
+    total = budget.trials if tunable else 1
     owner = study.user_attrs.get("attack")
-    signature = study_signature(attack, model, data, budget, seed, fixed)
+    signature = study_signature(attack, model, data, budget, seed, fixed, total)
     if owner is None:
         study.set_user_attr("attack", attack.name)
         study.set_user_attr("signature", signature)
@@ -152,10 +184,10 @@ def tune(
         for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             study.tell(stale.number, state=optuna.trial.TrialState.FAIL)
         study.sampler = optuna.samplers.TPESampler(seed=trial_seed(seed, len(study.trials)))  # stream goes on
-    tunable = attack.tunable(fixed)
-    total = budget.trials if tunable else 1
     if tunable and not study.trials:
-        study.enqueue_trial({p.name: p.default_for(budget.epochs) for p in tunable})
+        for values in first_trials(attack, budget, fixed, total):
+            study.enqueue_trial(values)
+    kept: dict[int, AttackResult] = {}  # the best result this process ran, under its trial number (one entry)
 
     def objective(trial: optuna.Trial) -> float:
         params = attack.search_space(trial, budget, fixed)
@@ -166,8 +198,18 @@ def tune(
             if trial.should_prune():
                 raise optuna.TrialPruned(f"val accuracy {value:.4f} at step {step}")
 
-        result = attack.run(model, data, params, budget, seed=trial_seed(seed, trial.number), report=report)
-        return accuracy(result.model, data.val)
+        meter = budget.meter(len(data.train), total)
+        try:
+            result = attack.run(model, data, params, budget, seed=trial_seed(seed, trial.number), report=report,
+                                meter=meter)
+        finally:  # a pruned trial's compute counts too
+            trial.set_user_attr("compute_epochs", meter.used_epochs)
+            trial.set_user_attr("forward_epochs", meter.forward_epochs)
+        value = float(result.info["val_accuracy"])
+        if all(value > kept_result.info["val_accuracy"] for kept_result in kept.values()):
+            kept.clear()
+            kept[trial.number] = result
+        return value
 
     def finished() -> int:
         return len(study.get_trials(deepcopy=False, states=FINISHED))
@@ -182,12 +224,15 @@ def tune(
 
     best = study.best_trial
     best_params = dict(best.user_attrs["params"])
-    result = attack.run(model, data, best_params, budget, seed=trial_seed(seed, best.number))
-    result.info["val_accuracy"] = accuracy(result.model, data.val)
+    result = kept.get(best.number) or attack.run(
+        model, data, best_params, budget, seed=trial_seed(seed, best.number), meter=budget.meter(len(data.train), total)
+    )
+    trials = [_record(t) for t in study.get_trials(deepcopy=False)]
     return TuningResult(
         best_params=best_params,
         best_value=float(best.value),
-        trials=[_record(t) for t in study.get_trials(deepcopy=False)],
+        trials=trials,
         result=result,
         val_accuracy_before=accuracy(model, data.val),
+        compute_epochs=sum(t.compute_epochs for t in trials),
     )

@@ -18,6 +18,10 @@ from common import acceleration
 OPTIMIZERS = ("sgd", "adam")
 
 
+class StopTraining(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised by an ``on_epoch`` or ``on_batch`` hook of :func:`train` to end training there (early stopping)."""
+
+
 def batches(
     data: TensorDataset,
     batch_size: int,
@@ -74,6 +78,18 @@ def make_optimizer(
     raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
+def planned_steps(samples: int, batch_size: int, epochs: int, max_samples: int | None = None) -> int:
+    """Optimizer steps :func:`train` takes over ``epochs`` epochs of ``samples``, stopping at ``max_samples``.
+
+    Shuffled batches are full but for each epoch's last, so a cut epoch runs ``remainder // batch_size`` steps.
+    """
+    per_epoch = -(-samples // batch_size)
+    if max_samples is None or max_samples >= epochs * samples:
+        return epochs * per_epoch
+    full, remainder = divmod(max_samples, samples)
+    return full * per_epoch + remainder // batch_size
+
+
 def train(
     model: nn.Module,
     data: TensorDataset,
@@ -86,46 +102,62 @@ def train(
     seed: int = 0,
     params: list[nn.Parameter] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
-    on_batch: Callable[[], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    max_samples: int | None = None,
+    train_mode: bool = True,
 ) -> nn.Module:
     """Train ``model`` in place with cross-entropy and a cosine learning-rate schedule (with AMP and
     channels_last where `common.acceleration` turns them on).
 
     ``params`` restricts training to some parameters (all trainable ones by default). ``on_epoch``
-    is called with (epoch index, mean training loss) after each epoch; it may raise to stop early
-    (Optuna's pruning does). ``on_batch`` is called after every batch (progress bars).
+    is called with (epoch index, mean training loss) after each epoch; ``on_batch`` with the batch's
+    sample count after every step. Either may raise :class:`StopTraining` to end training there, or
+    any other exception to abort it (Optuna's pruning does). ``max_samples`` caps the samples passed
+    through the backward pass: training stops before a batch that would exceed it, the schedule spans
+    what fits, and the cut epoch still ends with ``on_epoch``. ``train_mode=False`` trains in eval
+    mode, keeping batch-norm statistics and dropout as they are.
     """
     device = model_device(model)
     trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(trainable, optimizer, lr, weight_decay)
-    steps_per_epoch = max(1, -(-len(data) // batch_size))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
+    steps = planned_steps(len(data), batch_size, epochs, max_samples)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     gen = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
     scaler = acceleration.grad_scaler(device)
-    model.train()
+    left = max_samples if max_samples is not None else epochs * len(data)
+    model.train(train_mode)
     with acceleration.layout(model, device) as channels_last:
-        for epoch in range(epochs):
-            total_loss = 0.0
-            count = 0
-            for x, y in batches(data, batch_size, shuffle=True, generator=gen):
-                x, y = acceleration.inputs(x.to(device, non_blocking=True), channels_last), y.to(device, non_blocking=True)
-                opt.zero_grad(set_to_none=True)
-                with acceleration.autocast(device):
-                    loss = loss_fn(model(x), y)
-                scale = scaler.get_scale() if scaler.is_enabled() else 1.0
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                # A float16 overflow makes the scaler skip the step (and lower its scale): the schedule
-                # then waits, and the loss stays out of the epoch's mean.
-                if not scaler.is_enabled() or scaler.get_scale() >= scale:
-                    sched.step()
-                    total_loss += float(loss.detach()) * len(y)
-                    count += len(y)
-                if on_batch is not None:
-                    on_batch()
-            if on_epoch is not None:
-                on_epoch(epoch, total_loss / max(count, 1))
+        try:
+            for epoch in range(epochs):
+                total_loss = 0.0
+                count = ran = 0
+                for x, y in batches(data, batch_size, shuffle=True, generator=gen):
+                    if len(y) > left:
+                        break
+                    left -= len(y)
+                    ran += 1
+                    x, y = acceleration.inputs(x.to(device, non_blocking=True), channels_last), y.to(device, non_blocking=True)
+                    opt.zero_grad(set_to_none=True)
+                    with acceleration.autocast(device):
+                        loss = loss_fn(model(x), y)
+                    scale = scaler.get_scale() if scaler.is_enabled() else 1.0
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                    # A float16 overflow makes the scaler skip the step (and lower its scale): the schedule
+                    # then waits, and the loss stays out of the epoch's mean.
+                    if not scaler.is_enabled() or scaler.get_scale() >= scale:
+                        sched.step()
+                        total_loss += float(loss.detach()) * len(y)
+                        count += len(y)
+                    if on_batch is not None:
+                        on_batch(len(y))
+                if ran == 0:
+                    break
+                if on_epoch is not None:
+                    on_epoch(epoch, total_loss / max(count, 1))
+        except StopTraining:
+            pass
     model.eval()
     return model

@@ -29,7 +29,7 @@ from attacks import (
 )
 from common.params import ParamError
 
-BUILTINS = {"adaptive", "clip", "finetune", "magnitude_prune", "prune", "quantize", "scratch"}
+BUILTINS = {"adaptive", "clip", "finetune", "key_inversion", "magnitude_prune", "prune", "quantize", "scratch"}
 
 
 def tiny_data(n: int = 8) -> TensorDataset:
@@ -53,18 +53,18 @@ def test_unknown_attack_lists_registered_names() -> None:
 def test_unknown_param_lists_known_ones() -> None:
     with pytest.raises(AttackError) as err:
         get_attack("finetune").check_params({"lrr": 0.1})
-    assert str(err.value) == "unknown param 'lrr' for attack 'finetune'; known: layers, lr, optimizer"
+    assert str(err.value) == "unknown param 'lrr' for attack 'finetune'; known: layers, lr, optimizer, patience"
 
 
 @pytest.mark.parametrize(
     ("attack", "params", "message"),
     [
-        ("finetune", {"lr": 5.0}, "param 'lr' = 5.0 is outside [0.0001, 0.5]"),
+        ("finetune", {"lr": 5.0}, "param 'lr' = 5.0 is outside [0.0001, 0.1]"),
         ("adaptive", {"k": 0}, "param 'k' = 0 is outside [1, 4096]"),
         ("clip", {"z": "abc"}, "param 'z' = 'abc' is not a valid float"),
         ("prune", {"global_pruning": "maybe"}, "param 'global_pruning' = 'maybe' is not a valid bool"),
         ("quantize", {"bits": 3}, "param 'bits' = 3 is not one of 8, 4"),
-        ("adaptive", {"steps": 2.5}, "param 'steps' = 2.5 is not a valid int"),
+        ("key_inversion", {"step": 2.5}, "param 'step' = 2.5 is not a valid int"),
         ("finetune", {"lr": float("nan")}, "param 'lr' = nan is not a valid float"),
     ],
 )
@@ -76,19 +76,18 @@ def test_bad_values_name_the_param_and_range(attack: str, params: dict, message:
 
 
 def test_check_params_fills_defaults_and_coerces_command_line_strings() -> None:
-    checked = get_attack("prune").check_params(
-        {"ratio": "0.5", "global_pruning": "true", "finetune_epochs": "2"}
-    )
-    assert checked == {"ratio": 0.5, "global_pruning": True, "finetune_epochs": 2, "lr": 0.01}
+    checked = get_attack("prune").check_params({"ratio": "0.5", "global_pruning": "true", "finetune_after": "no"})
+    assert checked == {"ratio": 0.5, "global_pruning": True, "finetune_after": False, "lr": 0.003,
+                       "optimizer": "adam", "patience": 5}
     assert get_attack("quantize").check_params({"bits": "4"})["bits"] == 4
 
 
 def test_epochs_bound_param_follows_the_budget() -> None:
-    prune = get_attack("prune")
-    assert prune.check_params({}, AttackerBudget(0.5, epochs=0))["finetune_epochs"] == 0
-    assert prune.check_params({"finetune_epochs": 3}, AttackerBudget(0.5, epochs=3))["finetune_epochs"] == 3
-    with pytest.raises(AttackError, match=r"param 'finetune_epochs' = 3 is outside \[0, 2\]"):
-        prune.check_params({"finetune_epochs": 3}, AttackerBudget(0.5, epochs=2))
+    bound = _variant("bound", params=(Param("rounds", "int", 4, low=0, epochs_bound=True),))()
+    assert bound.check_params({}, AttackerBudget(0.5, epochs=0))["rounds"] == 0
+    assert bound.check_params({"rounds": 3}, AttackerBudget(0.5, epochs=3))["rounds"] == 3
+    with pytest.raises(AttackError, match=r"param 'rounds' = 3 is outside \[0, 2\]"):
+        bound.check_params({"rounds": 3}, AttackerBudget(0.5, epochs=2))
 
 
 @pytest.mark.parametrize(
@@ -192,7 +191,7 @@ class _Identity(Attack):
     name = "identity"
     params = (Param("x", "int", 1, low=0, high=3),)
 
-    def attack(self, model, data, params, budget, *, seed, report) -> AttackResult:  # type: ignore[override]
+    def attack(self, model, data, params, budget, *, seed, report, meter) -> AttackResult:  # type: ignore[override]
         return AttackResult(model)
 
 
@@ -215,6 +214,8 @@ class _NoStep(Attack):
         ("other", _variant("mine"), "attack class Variant is named 'mine', not 'other'"),
         ("nostep", _NoStep, "attack 'nostep' does not implement attack"),
         ("ownrun", _variant("ownrun", run=lambda self, *a, **k: None), r"attack 'ownrun' overrides run\(\)"),
+        ("listrec", _variant("listrec", recipes=[{"x": 2}]), "attack 'listrec': 'recipes' must be a tuple"),
+        ("badrec", _variant("badrec", recipes=({"x": 9},)), r"attack 'badrec' recipe \{'x': 9\}: param 'x' = 9 is outside"),
         ("a:b", _variant("a:b"), "attack name 'a:b' must be a non-empty string without ':'"),
     ],
 )
@@ -246,9 +247,9 @@ def test_search_space_suggests_tunables_only(tmp_path: Path) -> None:
     trial = study.ask()
     params = attack.search_space(trial, AttackerBudget(0.5, epochs=2), {"ratio": 0.25})
     assert params["ratio"] == 0.25
-    assert set(trial.params) == {"global_pruning", "finetune_epochs", "lr"}
-    assert 0 <= params["finetune_epochs"] <= 2
-    assert 1e-4 <= params["lr"] <= 0.5
+    assert set(trial.params) == {"global_pruning", "finetune_after", "lr", "optimizer"}  # patience is not tuned
+    assert params["patience"] == 5
+    assert 1e-4 <= params["lr"] <= 0.1
 
 
 def _fake_distribution(root: Path, entries: dict[str, str]) -> None:

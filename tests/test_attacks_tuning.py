@@ -26,6 +26,16 @@ def blobs(n: int, seed: int) -> TensorDataset:
     return TensorDataset(centres[labels] + torch.randn(n, 2, generator=gen), labels)
 
 
+def killed_after(trials: int):
+    """A progress callback that kills the tuning process once ``trials`` trials have finished."""
+
+    def progress(done: int, _total: int) -> None:
+        if done == trials:
+            raise KeyboardInterrupt
+
+    return progress
+
+
 @pytest.fixture()
 def task() -> tuple[nn.Module, AttackerData]:
     torch.manual_seed(0)
@@ -41,16 +51,19 @@ def test_same_seed_same_best(task: tuple[nn.Module, AttackerData]) -> None:
     assert first.best_value == second.best_value
     assert [t.params for t in first.trials] == [t.params for t in second.trials]
     other = tune(get_attack("finetune"), model, data, budget, seed=6)
-    assert [t.params for t in other.trials][1:] != [t.params for t in first.trials][1:]
+    assert [t.params for t in other.trials][:3] == [t.params for t in first.trials][:3]  # defaults and recipes
+    assert [t.params for t in other.trials][3:] != [t.params for t in first.trials][3:]
 
 
-def test_first_trial_runs_the_defaults_and_trials_are_data(task: tuple[nn.Module, AttackerData]) -> None:
+def test_first_trials_run_the_defaults_then_the_recipes_and_trials_are_data(task: tuple[nn.Module, AttackerData]) -> None:
     model, data = task
     attack = get_attack("finetune")
-    budget = AttackerBudget(0.5, trials=3, epochs=1)
+    budget = AttackerBudget(0.5, trials=3, epochs=3)
     ticks: list[tuple[int, int]] = []
     tuned = tune(attack, model, data, budget, progress=lambda done, total: ticks.append((done, total)))
     assert tuned.trials[0].params == attack.check_params({}, budget)
+    assert [t.params for t in tuned.trials[1:]] == [attack.check_params(r, budget) for r in attack.recipes]
+    assert attack.recipes == ({"optimizer": "sgd", "lr": 0.05}, {"optimizer": "adam", "lr": 0.001})
     assert [t.number for t in tuned.trials] == [0, 1, 2]
     assert all(t.state in ("COMPLETE", "PRUNED") and t.seconds >= 0 for t in tuned.trials)
     assert ticks == [(1, 3), (2, 3), (3, 3)]
@@ -60,7 +73,8 @@ def test_first_trial_runs_the_defaults_and_trials_are_data(task: tuple[nn.Module
 def test_one_trial_or_nothing_to_tune_runs_the_defaults_once(task: tuple[nn.Module, AttackerData]) -> None:
     model, data = task
     one = tune(get_attack("scratch"), model, data, AttackerBudget(0.5, trials=1, epochs=1))
-    assert [t.params for t in one.trials] == [{"lr": 0.01, "optimizer": "sgd"}]
+    assert [t.params for t in one.trials] == [{"lr": 0.003, "optimizer": "adam", "patience": 5}]
+    assert one.compute_epochs == pytest.approx(1.0)  # one trial: the whole cap
     everything_fixed = tune(
         get_attack("clip"), model, data, AttackerBudget(0.5, trials=5), fixed={"z": "2.5", "mode": "median"}
     )
@@ -73,7 +87,8 @@ def test_fixed_params_are_validated_and_held(task: tuple[nn.Module, AttackerData
     budget = AttackerBudget(0.5, trials=3, epochs=1)
     tuned = tune(get_attack("finetune"), model, data, budget, fixed={"optimizer": "adam"})
     assert all(t.params["optimizer"] == "adam" for t in tuned.trials)
-    with pytest.raises(AttackError, match=r"param 'lr' = 9.0 is outside \[0.0001, 0.5\]"):
+    assert [t.params["lr"] for t in tuned.trials] == [0.003, 0.05, 0.001]  # the recipes, their optimizer held fixed
+    with pytest.raises(AttackError, match=r"param 'lr' = 9.0 is outside \[0.0001, 0.1\]"):
         tune(get_attack("finetune"), model, data, budget, fixed={"lr": "9"})
     with pytest.raises(AttackError, match="unknown param 'depth' for attack 'finetune'"):
         tune(get_attack("finetune"), model, data, budget, fixed={"depth": 3})
@@ -85,20 +100,16 @@ def test_journal_study_resumes_with_only_the_missing_trials(
     model, data = task
     journal = tmp_path / "study.journal"
     attack = get_attack("finetune")
-    first = tune(attack, model, data, AttackerBudget(0.5, trials=2, epochs=1), storage=journal, seed=3)
-    assert len(first.trials) == 2 and journal.stat().st_size > 0
+    budget = AttackerBudget(0.5, trials=3, epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        tune(attack, model, data, budget, storage=journal, seed=3, progress=killed_after(2))
     ran: list[tuple[int, int]] = []
-    resumed = tune(
-        attack,
-        model,
-        data,
-        AttackerBudget(0.5, trials=3, epochs=1),
-        storage=journal,
-        seed=3,
-        progress=lambda done, total: ran.append((done, total)),
-    )
+    resumed = tune(attack, model, data, budget, storage=journal, seed=3, progress=lambda d, t: ran.append((d, t)))
     assert ran == [(3, 3)]  # one new trial only
-    assert [t.params for t in resumed.trials[:2]] == [t.params for t in first.trials]
+    whole = tune(attack, model, data, budget, seed=3)
+    assert [t.params for t in resumed.trials[:2]] == [t.params for t in whole.trials[:2]]
+    assert resumed.result.info["val_accuracy"] == resumed.best_value  # a trial of the killed process is replayed
+    assert len(resumed.trials) == 3 and resumed.compute_epochs <= budget.epochs
     with pytest.raises(AttackError, match="was made by attack 'finetune', not 'scratch'"):
         tune(
             get_attack("scratch"),
@@ -110,10 +121,19 @@ def test_journal_study_resumes_with_only_the_missing_trials(
         )
 
 
+def test_a_study_is_not_resumed_with_another_number_of_trials(task: tuple[nn.Module, AttackerData], tmp_path: Path) -> None:
+    """The number of trials sets each trial's share of the compute: more trials ask another question."""
+    model, data = task
+    journal = tmp_path / "study.journal"
+    tune(get_attack("finetune"), model, data, AttackerBudget(0.5, trials=2, epochs=2), storage=journal, seed=3)
+    with pytest.raises(AttackError, match="was made for another model, data, budget"):
+        tune(get_attack("finetune"), model, data, AttackerBudget(0.5, trials=3, epochs=2), storage=journal, seed=3)
+
+
 def test_median_pruner_stops_a_trial_that_reports_badly(task: tuple[nn.Module, AttackerData]) -> None:
     """After two full trials, a trial whose first report is below their median is pruned."""
     model, data = task
-    budget = AttackerBudget(0.5, trials=8, epochs=4)
+    budget = AttackerBudget(0.5, trials=8, epochs=32)  # 4 epochs, so 4 reports, per trial
     tuned = tune(get_attack("finetune"), model, data, budget, seed=0)
     states = [t.state for t in tuned.trials]
     assert states[:2] == ["COMPLETE", "COMPLETE"]
@@ -153,10 +173,12 @@ def test_a_resumed_study_leaves_no_running_trial_and_does_not_repeat_the_sampler
     model, data = task
     journal = tmp_path / "study.journal"
     attack = get_attack("finetune")
-    tune(attack, model, data, AttackerBudget(0.5, trials=2, epochs=1), storage=journal, seed=3)
+    budget = AttackerBudget(0.5, trials=6, epochs=6)
+    with pytest.raises(KeyboardInterrupt):  # after the defaults, the two recipes and one sampled trial
+        tune(attack, model, data, budget, storage=journal, seed=3, progress=killed_after(4))
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     optuna.load_study(study_name="finetune-seed3", storage=storage).ask()  # a worker killed mid-trial
-    resumed = tune(attack, model, data, AttackerBudget(0.5, trials=4, epochs=1), storage=journal, seed=3)
+    resumed = tune(attack, model, data, budget, storage=journal, seed=3)
     assert "RUNNING" not in {t.state for t in resumed.trials}
     tuned = [t.params for t in resumed.trials if t.state in ("COMPLETE", "PRUNED")]
-    assert len(tuned) == 4 and tuned[2] != tuned[1] and tuned[3] != tuned[2]
+    assert len(tuned) == 6 and tuned[4] != tuned[3] and tuned[5] != tuned[4]

@@ -12,32 +12,13 @@ from attacks.base import (
     AttackerBudget,
     AttackerData,
     AttackResult,
+    ComputeMeter,
     Param,
     Report,
 )
 from attacks.registry import register_attack
-from attacks.weights import robust_scale, robust_z, weight_params
-from common.training import batches, make_optimizer, model_device
-
-BATCH_SIZE = 128
-
-
-def loss_gradients(
-    model: nn.Module, weights: dict[str, nn.Parameter], data: AttackerData
-) -> dict[str, torch.Tensor]:
-    """Gradient of the mean cross-entropy over the attacker's train split w.r.t. ``weights``."""
-    device = model_device(model)
-    model.eval()  # batch-norm statistics must not drift while we only measure
-    model.zero_grad(set_to_none=True)
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    with torch.enable_grad():
-        for x, y in batches(data.train, BATCH_SIZE):
-            (loss_fn(model(x.to(device)), y.to(device)) / len(data.train)).backward()
-    grads = {
-        n: torch.zeros_like(w) if w.grad is None else w.grad.detach().clone() for n, w in weights.items()
-    }
-    model.zero_grad(set_to_none=True)
-    return grads
+from attacks.retrain import PATIENCE, fit
+from attacks.weights import loss_gradients, robust_scale, robust_z, weight_params
 
 
 def suspicion(
@@ -77,8 +58,9 @@ class Adaptive(Attack):
     loss gradient, within each tensor's [min, max]. An attacker who knows this looks for scalars with
     a large loss gradient (the encrypted model sits far from a minimum in those directions) and/or a
     large robust z-score (they sit at their tensor's extremes), then runs gradient descent on those
-    scalars only. Adam is used because its step size does not depend on the gradient's scale.
-    ``changed`` lists the suspects that moved, for scoring against the key.
+    scalars only, with the compute the ranking's gradient left, batch-norm statistics fixed and early
+    stopping on val accuracy. Adam is used because its step size does not depend on the gradient's
+    scale. ``changed`` lists the suspects that moved, for scoring against the key.
     """
 
     name = "adaptive"
@@ -107,8 +89,8 @@ class Adaptive(Attack):
             choices=("none", "median"),
             help="first set each suspect to its tensor's median, or start from its value",
         ),
-        Param("steps", "int", 100, low=0, high=500, help="gradient-descent steps on the suspects"),
-        Param("lr", "float", 0.01, low=1e-4, high=0.5, log=True, help="Adam learning rate"),
+        Param("lr", "float", 0.01, low=1e-4, high=0.1, log=True, help="Adam learning rate"),
+        PATIENCE,
     )
 
     def attack(
@@ -120,53 +102,34 @@ class Adaptive(Attack):
         *,
         seed: int,
         report: Report | None,
+        meter: ComputeMeter,
     ) -> AttackResult:
         weights = weight_params(model)
         before = {n: w.detach().clone() for n, w in weights.items()}
-        masks = top_k_masks(suspicion(weights, loss_gradients(model, weights, data), params["rank"]), params["k"])
+        rank, grads = params["rank"], None
+        if rank != "deviation":
+            gen = torch.Generator().manual_seed(seed)  # draws a subset only if the compute is short of a full pass
+            samples = min(len(data.train), meter.remaining)
+            grads = loss_gradients(model, weights, data, meter, samples=samples, generator=gen)
+        if grads is None:  # no compute for a gradient: the deviation alone ranks, and needs none
+            rank, grads = "deviation", {}
+        masks = top_k_masks(suspicion(weights, grads, rank), params["k"])
 
         with torch.no_grad():
             if params["reset"] == "median":
                 for n, w in weights.items():
                     w[masks[n]] = robust_scale(before[n])[0]
-        self._descend(model, weights, masks, data, params["steps"], params["lr"], seed)
+        hooks = [w.register_hook(lambda g, mask=masks[n]: g * mask) for n, w in weights.items()]
+        try:  # only the suspects move; batch-norm statistics stay the owner's
+            fit(model, data, meter, lr=params["lr"], optimizer="adam", seed=seed, patience=params["patience"],
+                report=report, params=list(weights.values()), train_mode=False)
+        finally:
+            for hook in hooks:
+                hook.remove()
 
         changed = {
             n: torch.nonzero((w.detach() != before[n]).flatten()).flatten() for n, w in weights.items()
         }
         changed = {n: idx for n, idx in changed.items() if idx.numel()}
         suspects = sum(int(m.sum()) for m in masks.values())
-        return AttackResult(model, changed=changed, info={"suspects": suspects})
-
-    @staticmethod
-    def _descend(
-        model: nn.Module,
-        weights: dict[str, nn.Parameter],
-        masks: dict[str, torch.Tensor],
-        data: AttackerData,
-        steps: int,
-        lr: float,
-        seed: int,
-    ) -> None:
-        """``steps`` Adam steps on mini-batches, with every gradient outside the masks zeroed."""
-        device = model_device(model)
-        tensors = list(weights.values())
-        opt = make_optimizer(tensors, "adam", lr)
-        loss_fn = nn.CrossEntropyLoss()
-        gen = torch.Generator().manual_seed(seed)
-        stream = iter(())
-        model.eval()  # only the suspects move; batch-norm statistics stay the owner's
-        with torch.enable_grad():
-            for _ in range(steps):
-                batch = next(stream, None)
-                if batch is None:
-                    stream = batches(data.train, BATCH_SIZE, shuffle=True, generator=gen)
-                    batch = next(stream)
-                x, y = batch
-                opt.zero_grad(set_to_none=True)
-                loss_fn(model(x.to(device)), y.to(device)).backward()
-                for n, w in weights.items():
-                    if w.grad is not None:
-                        w.grad.mul_(masks[n])
-                opt.step()
-        model.zero_grad(set_to_none=True)
+        return AttackResult(model, changed=changed, info={"suspects": suspects, "ranked_by": rank})

@@ -12,6 +12,7 @@ from attacks.base import (
     AttackerBudget,
     AttackerData,
     AttackResult,
+    ComputeMeter,
     Param,
     Report,
 )
@@ -52,6 +53,7 @@ class Clip(Attack):
         *,
         seed: int,
         report: Report | None,
+        meter: ComputeMeter,
     ) -> AttackResult:
         changed: dict[str, torch.Tensor] = {}
         with torch.no_grad():

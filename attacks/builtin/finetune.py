@@ -11,11 +11,12 @@ from attacks.base import (
     AttackerBudget,
     AttackerData,
     AttackResult,
+    ComputeMeter,
     Param,
     Report,
 )
 from attacks.registry import register_attack
-from attacks.retrain import LR, OPTIMIZER, fit
+from attacks.retrain import LR, OPTIMIZER, PATIENCE, RECIPES, fit
 from attacks.weights import classifier, weight_layers
 
 
@@ -29,7 +30,7 @@ def trainable_params(model: nn.Module, layers: str) -> list[nn.Parameter]:
 
 @register_attack
 class FineTune(Attack):
-    """Retrain some or all layers on the attacker's data for the budget's epochs.
+    """Retrain some or all layers on the attacker's data with the run's compute, stopping early on val accuracy.
 
     The classic removal attack on model IP protection (Adi et al., "Turning Your Weakness Into a
     Strength: Watermarking Deep Neural Networks by Backdooring", USENIX Security 2018), and the first
@@ -49,7 +50,9 @@ class FineTune(Attack):
         ),
         LR,
         OPTIMIZER,
+        PATIENCE,
     )
+    recipes = RECIPES
 
     def attack(
         self,
@@ -60,15 +63,17 @@ class FineTune(Attack):
         *,
         seed: int,
         report: Report | None,
+        meter: ComputeMeter,
     ) -> AttackResult:
         fit(
             model,
             data,
-            epochs=budget.epochs,
+            meter,
             lr=params["lr"],
             optimizer=params["optimizer"],
             seed=seed,
+            patience=params["patience"],
             report=report,
             params=trainable_params(model, params["layers"]),
         )
-        return AttackResult(model, info={"epochs": budget.epochs})
+        return AttackResult(model)

@@ -12,11 +12,12 @@ from attacks.base import (
     AttackerBudget,
     AttackerData,
     AttackResult,
+    ComputeMeter,
     Param,
     Report,
 )
 from attacks.registry import register_attack
-from attacks.retrain import LR, finetune_epochs, fit
+from attacks.retrain import FINETUNE_AFTER, LR, OPTIMIZER, PATIENCE, RECIPES, fit
 from attacks.weights import weight_params
 
 
@@ -40,7 +41,7 @@ def magnitude_masks(
 
 @register_attack
 class MagnitudePrune(Attack):
-    """Zero the smallest-magnitude conv/linear weights; fine-tune with the zeros held if asked.
+    """Zero the smallest-magnitude conv/linear weights; fine-tune with the zeros held if asked, with the compute left.
 
     Han et al., "Learning both Weights and Connections for Efficient Neural Networks", NeurIPS 2015.
     AdvParams' perturbed weights are large, so pruning alone cannot remove them (Xue et al.,
@@ -52,9 +53,12 @@ class MagnitudePrune(Attack):
     params = (
         Param("ratio", "float", 0.5, low=0.05, high=0.95, help="share of weights set to zero"),
         Param("global_pruning", "bool", True, help="one threshold for all layers instead of per layer"),
-        finetune_epochs(1),
+        FINETUNE_AFTER,
         LR,
+        OPTIMIZER,
+        PATIENCE,
     )
+    recipes = RECIPES
 
     def attack(
         self,
@@ -65,6 +69,7 @@ class MagnitudePrune(Attack):
         *,
         seed: int,
         report: Report | None,
+        meter: ComputeMeter,
     ) -> AttackResult:
         weights = weight_params(model)
         masks = magnitude_masks(weights, params["ratio"], params["global_pruning"])
@@ -75,16 +80,9 @@ class MagnitudePrune(Attack):
                 w.mul_(masks[name])
 
         apply_masks()
-        fit(
-            model,
-            data,
-            epochs=params["finetune_epochs"],
-            lr=params["lr"],
-            optimizer="sgd",
-            seed=seed,
-            report=report,
-            on_batch=apply_masks,
-        )
+        if params["finetune_after"]:
+            fit(model, data, meter, lr=params["lr"], optimizer=params["optimizer"], seed=seed,
+                patience=params["patience"], report=report, on_batch=apply_masks)
         zeros = sum(int((~m).sum()) for m in masks.values())
         total = sum(m.numel() for m in masks.values())
         return AttackResult(model, info={"zeroed": zeros, "sparsity": zeros / total})

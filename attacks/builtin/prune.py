@@ -13,11 +13,12 @@ from attacks.base import (
     AttackerBudget,
     AttackerData,
     AttackResult,
+    ComputeMeter,
     Param,
     Report,
 )
 from attacks.registry import register_attack
-from attacks.retrain import LR, finetune_epochs, fit
+from attacks.retrain import FINETUNE_AFTER, LR, OPTIMIZER, PATIENCE, RECIPES, fit
 from attacks.weights import classifier, weight_layers
 from common.training import count_params, model_device
 
@@ -34,7 +35,7 @@ def channel_count(model: nn.Module) -> int:
 
 @register_attack
 class Prune(Attack):
-    """Remove the lowest-magnitude channel groups, then optionally fine-tune to recover.
+    """Remove the lowest-magnitude channel groups, then optionally fine-tune to recover with the compute left.
 
     Channel pruning drops whole filters whose weights are small (Li et al., "Pruning Filters for
     Efficient ConvNets", ICLR 2017); Torch-Pruning's dependency graph keeps coupled layers consistent
@@ -48,9 +49,12 @@ class Prune(Attack):
     params = (
         Param("ratio", "float", 0.3, low=0.05, high=0.9, help="share of channels removed per group"),
         Param("global_pruning", "bool", False, help="rank channels across layers instead of per layer"),
-        finetune_epochs(1),
+        FINETUNE_AFTER,
         LR,
+        OPTIMIZER,
+        PATIENCE,
     )
+    recipes = RECIPES
 
     def attack(
         self,
@@ -61,6 +65,7 @@ class Prune(Attack):
         *,
         seed: int,
         report: Report | None,
+        meter: ComputeMeter,
     ) -> AttackResult:
         model.eval()
         before = {"params_before": count_params(model), "channels_before": channel_count(model)}
@@ -76,7 +81,8 @@ class Prune(Attack):
                 ignored_layers=[classifier(model)],
             )
             pruner.step()
-        # fit() builds its optimizer now, over the pruned tensors
-        fit(model, data, epochs=params["finetune_epochs"], lr=params["lr"], optimizer="sgd", seed=seed, report=report)
+        if params["finetune_after"]:  # fit() builds its optimizer now, over the pruned tensors
+            fit(model, data, meter, lr=params["lr"], optimizer=params["optimizer"], seed=seed,
+                patience=params["patience"], report=report)
         after = {"params_after": count_params(model), "channels_after": channel_count(model)}
         return AttackResult(model, info={**before, **after})

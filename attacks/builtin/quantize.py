@@ -12,6 +12,7 @@ from attacks.base import (
     AttackerBudget,
     AttackerData,
     AttackResult,
+    ComputeMeter,
     Param,
     Report,
 )
@@ -56,6 +57,7 @@ class Quantize(Attack):
         *,
         seed: int,
         report: Report | None,
+        meter: ComputeMeter,
     ) -> AttackResult:
         with torch.no_grad():
             for w in weight_params(model).values():

@@ -14,10 +14,11 @@ from attacks.base import (
     AttackerData,
     AttackError,
     AttackResult,
+    ComputeMeter,
     Report,
 )
 from attacks.registry import register_attack
-from attacks.retrain import LR, OPTIMIZER, fit
+from attacks.retrain import LR, OPTIMIZER, PATIENCE, RECIPES, fit
 
 
 def reinitialise(model: nn.Module, seed: int) -> nn.Module:
@@ -45,12 +46,14 @@ class Scratch(Attack):
 
     AdvParams (Xue et al., arXiv:2105.13697) protects a model only if an attacker holding it cannot
     do better than one who trains the architecture from scratch on the same data within the same
-    budget; this attack measures that bar.
+    budget; this attack measures that bar, with the same compute cap, recipes and early stopping as the
+    attacks that train the stolen weights.
     """
 
     name = "scratch"
     paper = "Xue et al., AdvParams, arXiv:2105.13697 (threat model: the train-from-scratch bar)"
-    params = (LR, OPTIMIZER)
+    params = (LR, OPTIMIZER, PATIENCE)
+    recipes = RECIPES
     uses_weights = False
 
     def attack(
@@ -62,7 +65,9 @@ class Scratch(Attack):
         *,
         seed: int,
         report: Report | None,
+        meter: ComputeMeter,
     ) -> AttackResult:
         fresh = reinitialise(copy.deepcopy(model), seed)  # the caller's model (uses_weights = False)
-        fit(fresh, data, epochs=budget.epochs, lr=params["lr"], optimizer=params["optimizer"], seed=seed, report=report)
-        return AttackResult(fresh, info={"epochs": budget.epochs})
+        fit(fresh, data, meter, lr=params["lr"], optimizer=params["optimizer"], seed=seed, patience=params["patience"],
+            report=report)
+        return AttackResult(fresh)

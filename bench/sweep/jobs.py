@@ -146,7 +146,10 @@ def run_attack(job: AttackJob, ctx: JobContext, train: JobResult, encrypt: JobRe
         val_fraction=job.val_fraction, fixed=job.fixed, key=key, study=storage.study(job),
     )
     metrics = {"acc_attacked": outcome.acc_attacked, "val_attacked": outcome.val_attacked,
-               "val_encrypted": outcome.val_before, "attack_seconds": outcome.seconds}
+               "val_encrypted": outcome.val_before, "attack_seconds": outcome.seconds,
+               # the compute of every trial together, in epoch-equivalents (never above the cap, ``epochs``)
+               "compute_epochs": sum(t.compute_epochs for t in outcome.trials),
+               "forward_epochs": sum(t.forward_epochs for t in outcome.trials)}
     params = {**_train_params(job.train), "attack": job.attack, "fraction": job.fraction, "trials": job.trials,
               "epochs": job.epochs, "seed": job.seed, "job_id": job.id,
               **{f"tuned.{k}": v for k, v in outcome.best_params.items()}}

@@ -3,7 +3,8 @@
 An attack declares its parameters once (``params``) and implements ``attack``, its own step. advparams
 validates user input against the params, tunes the ``tune=True`` ones with Optuna, and its ``run`` calls
 ``attack`` with a copy of the encrypted model (free to modify), the checked params, the attacker's data
-and budget. ``attack`` must seed all randomness from ``seed``.
+and budget, and the run's compute meter. ``attack`` must seed all randomness from ``seed`` and pay for
+every backward pass with ``meter.charge(samples)`` (this one runs none, so it spends nothing).
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from attacks import Attack, AttackerBudget, AttackerData, AttackResult, Param, Report
+from attacks import (
+    Attack,
+    AttackerBudget,
+    AttackerData,
+    AttackResult,
+    ComputeMeter,
+    Param,
+    Report,
+)
 from attacks.weights import weight_params
 
 
@@ -39,6 +48,7 @@ class GaussianNoise(Attack):
         *,
         seed: int,
         report: Report | None,  # call report(step, val_accuracy) if the attack trains
+        meter: ComputeMeter,  # meter.remaining: sample-gradients left to this run; meter.charge(n) spends them
     ) -> AttackResult:
         # model: run()'s copy of the caller's model; params: every declared param, checked and filled in
         generator = torch.Generator().manual_seed(seed)  # same seed, same result
