@@ -251,12 +251,15 @@ def cmd_attack(args: argparse.Namespace) -> None:
                              fixed=fixed[name], key=key,
                              study=args.study, progress=progress)
         rows.append([name, _pct(acc_clean), _pct(acc_encrypted), _pct(r.acc_attacked), _pct(r.val_attacked),
-                     f"{r.seconds:.1f}", _pct(r.key_precision), _pct(r.key_recall)])
+                     f"{r.compute_epochs:.2f}", f"{r.seconds:.1f}", _pct(r.key_precision), _pct(r.key_recall)])
+        if r.failed_baseline:
+            console.print(f"[yellow]failed baseline[/yellow] {name}: {r.failed_baseline}", highlight=False)
         tuned.append(f"{name}: " + ", ".join(f"{k}={_short(v)}" for k, v in r.best_params.items()))
     _table(
         f"attacks on {args.model_file} ({ds.name}, attacker holds {100 * args.data_fraction:g} % of the training set, "
-        f"{args.tune} trials, {args.epochs} epochs)",
-        ["attack", "clean %", "encrypted %", "attacked %", "attacker val %", "seconds", "key precision %", "key recall %"],
+        f"compute cap {args.epochs} epochs over {args.tune} trials)",
+        ["attack", "clean %", "encrypted %", "attacked %", "attacker val %", "compute (epochs)", "seconds",
+         "key precision %", "key recall %"],
         rows,
     )
     console.print("tuned parameters:\n  " + "\n  ".join(tuned))
@@ -295,16 +298,17 @@ def cmd_sweep(args: argparse.Namespace) -> None:
                         max_jobs=args.max_jobs)
     print_outcome(outcome, console)
     if not args.no_report:
-        _report(uri, cfg.experiment, args.out, outcome.parent_run_id)
+        _report(uri, cfg.experiment, args.out, outcome.parent_run_id, cfg.report.tolerance)
     if not outcome.ok:
         raise BenchError(f"{len(outcome.failed)} job(s) failed; see the FAILED runs in MLflow, then rerun to retry them")
 
 
-def _report(uri: str, experiment: str, out: Path | None, sweep_run: str | None = None) -> None:
+def _report(uri: str, experiment: str, out: Path | None, sweep_run: str | None = None,
+            tolerance: float | None = None) -> None:
     from bench.sweep.report import make_report
     from bench.sweep.tracking import Tracker
 
-    make_report(Tracker(uri, experiment), experiment, out or Path("reports") / experiment, console, sweep_run)
+    make_report(Tracker(uri, experiment), experiment, out or Path("reports") / experiment, console, sweep_run, tolerance)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -312,6 +316,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     from bench.sweep.tracking import check_uri
 
+    if args.tolerance is not None and not args.tolerance >= 0:
+        raise BenchError(f"--tolerance {args.tolerance:g} must be a number of points >= 0")
     check_uri(args.tracking_uri, must_exist=True)
     try:
         experiments = MlflowClient(tracking_uri=args.tracking_uri).search_experiments()
@@ -325,7 +331,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         experiment = max(found, key=lambda e: e.creation_time or 0).name
     elif experiment not in {e.name for e in experiments}:
         raise BenchError(f"no experiment named {experiment!r} in {args.tracking_uri}")
-    _report(args.tracking_uri, experiment, args.out)
+    _report(args.tracking_uri, experiment, args.out, tolerance=args.tolerance)
 
 
 def cmd_ui(args: argparse.Namespace) -> None:
@@ -455,8 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "sees it); refused unless it was made for this model")
     p.add_argument("--dataset", help="data set (default: the one named in the model file)")
     p.add_argument("--data-fraction", type=float, default=0.1, help="share of the training set the attacker holds")
-    p.add_argument("--tune", type=int, default=3, metavar="N_TRIALS", help="Optuna trials")
-    p.add_argument("--epochs", type=int, default=1, help="epochs per trial for attacks that train")
+    p.add_argument("--tune", type=int, default=3, metavar="N_TRIALS", help="Optuna trials, sharing the compute cap")
+    p.add_argument("--epochs", type=int, default=10, metavar="CAP",
+                   help="compute cap of the whole attack, all trials together, in epoch-equivalents: sample-gradients "
+                        "over the size of the attacker's training split (validation passes are not counted)")
     p.add_argument("--param", type=_key_value, action="append", metavar="NAME=VALUE", help="fix a parameter instead of tuning it")
     p.add_argument("--owner-samples", type=int, help="owner samples held out of the attacker's share (default: as encrypted)")
     p.add_argument("--seed", type=int, help="seed of the attacker's share and of the attack (default: the encryption's)")
@@ -490,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", nargs="?", help="MLflow experiment (default: the newest)")
     p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
     p.add_argument("--out", type=Path, help="report folder (default: reports/EXPERIMENT)")
+    p.add_argument("--tolerance", type=float, metavar="POINTS",
+                   help="stolen value a protection may leave and still hold (default: the sweep's report.tolerance)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("ui", help="start the MLflow UI on the store", description="Start the MLflow UI on a tracking store.")

@@ -27,9 +27,12 @@ from bench.sweep.report import (
     ProtectionRow,
     Report,
     bounds,
+    budget_label,
     build_report,
     calibration_lines,
     cell,
+    failed_baseline_lines,
+    recall_text,
 )
 from bench.sweep.results import trust_label
 from bench.sweep.tracking import Tracker
@@ -81,18 +84,18 @@ def attack_section(report: Report) -> list[str]:
     rows = []
     for r in report.attacks:
         decision = "-" if r.stolen is None else r.stolen.decision
-        rows.append([r.dataset, r.model, f"{r.method}[{r.cell}]", f"{100 * r.fraction:g}",
+        rows.append([r.dataset, r.model, f"{r.method}[{r.cell}]", f"{100 * r.fraction:g}", str(r.epochs),
                      *[cell(r.attacked.get(a)) for a in names], f"{cell(r.worst_case)} ({r.best_attacks})",
                      cell(r.scratch), cell(r.stolen), bounds(r.stolen), f"**{decision}**" if decision == "broken" else decision,
-                     "-" if r.stolen is None else r.stolen.seeds_needed_text, trust_label(r.trusted)])
-    out = _md(["data set", "model", "protection", "attacker %", *names, "worst case (best attack)", "scratch",
-               "stolen (points)", "95 % bounds", "verdict", "seeds needed", "trusted"], rows)
+                     "-" if r.stolen is None else r.stolen.seeds_needed_text, trust_label(r.trusted), recall_text(r)])
+    out = _md(["data set", "model", "protection", "attacker %", "cap (epochs)", *names, "worst case (best attack)",
+               "scratch", "stolen (points)", "95 % bounds", "verdict", "seeds needed", "trusted", "key recall %"], rows)
     out.append("")
-    out.extend(f"- {line}" for line in calibration_lines(report))
+    out.extend(f"- {line}" for line in calibration_lines(report) + failed_baseline_lines(report))
     for r in report.attacks:
         if r.stolen is None:
             continue
-        where = f"{r.dataset} / {r.method}[{r.cell}] at {100 * r.fraction:g} %: stolen value {cell(r.stolen)} points, " \
+        where = f"{r.dataset} / {r.method}[{r.cell}] at {budget_label(r)}: stolen value {cell(r.stolen)} points, " \
                 f"one-sided 95 % bounds {bounds(r.stolen)} against a tolerance of {r.stolen.tolerance:g} points"
         out.append(f"- {where}: **{r.stolen.decision}**"
                    + ("" if r.stolen.decision != "inconclusive" else f" ({r.stolen.seeds_needed_text} seeds would decide)")
@@ -100,14 +103,34 @@ def attack_section(report: Report) -> list[str]:
     return out
 
 
+def curves_section(report: Report) -> list[str]:
+    """The compute plateau of each cell swept at several caps, and the data-equivalent value of each row."""
+    out: list[str] = []
+    if report.plateaus:
+        out += ["Compute plateau: the smallest cap from which doubling moves both the best attack and scratch by less "
+                "than their standard error over seeds; its stolen value is the figure to quote.", ""]
+        out += _md(["data set", "model", "protection", "attacker %", "caps swept", "plateau cap", "stolen there (points)"],
+                   [[p.dataset, p.model, f"{p.method}[{p.cell}]", f"{100 * p.fraction:g}", ",".join(map(str, p.caps)),
+                     "not reached" if p.epochs is None else str(p.epochs), cell(p.stolen)] for p in report.plateaus])
+        out.append("")
+    if report.data_equivalents:
+        out += ["Data-equivalent value: the share of the training set scratch needs, at the same cap, to match the best "
+                "attack, over the attacker's share (interpolated between the shares swept; ≤ and > where scratch "
+                "matches at the smallest share already or never does).", ""]
+        out += _md(["data set", "model", "protection", "attacker %", "cap (epochs)", "data-equivalent"],
+                   [[d.dataset, d.model, f"{d.method}[{d.cell}]", f"{100 * d.fraction:g}", str(d.epochs), str(d)]
+                    for d in report.data_equivalents])
+    return out
+
+
 def render(report: Report, cfg: SweepConfig, command: str, sweep_seconds: float | None) -> str:
     m = Machine.current()
     lines = [
-        "## Protection on the real data sets",
+        f"## Protection on the real data sets (`{cfg.name}`)",
         "",
         f"Command: `{command}` (config `{cfg.name}`: seeds {cfg.seeds}, attacker shares "
-        f"{[f'{100 * f:g} %' for f in cfg.attacks.fractions]}, {cfg.attacks.trials} tuning trials of {cfg.attacks.epochs} "
-        "epochs per attack). Machine: "
+        f"{[f'{100 * f:g} %' for f in cfg.attacks.fractions]}, compute caps {cfg.attacks.epochs} epoch-equivalents per "
+        f"attack, all {cfg.attacks.trials} tuning trials together; tolerance {cfg.report.tolerance:g} points). Machine: "
         f"{m.cpu}, {m.cores} cores, GPU {m.gpu}; Python {m.python}, torch {m.torch}, Ray {m.ray}; {m.date}."
         + (f" The sweep ran {sweep_seconds / 60:.1f} min this time (finished jobs are skipped on a rerun)." if sweep_seconds else ""),
         "Accuracy in % on the official test split, mean ± standard deviation over the seeds.",
@@ -119,6 +142,10 @@ def render(report: Report, cfg: SweepConfig, command: str, sweep_seconds: float 
         "### Attacks (tuned on the attacker's validation split, scored on the test split)",
         "",
         *attack_section(report),
+        "",
+        "### Stolen value against compute and data",
+        "",
+        *curves_section(report),
     ]
     return "\n".join(lines) + "\n"
 
@@ -141,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             outcome = run_sweep(cfg, address=args.address, tracking_uri=uri, console=Console(stderr=True))
             print_outcome(outcome, console)
             seconds, failed = outcome.seconds, len(outcome.failed)
-        report = build_report(Tracker(uri, cfg.experiment), cfg.experiment, {j.id for j in plan_for(cfg).jobs})
+        report = build_report(Tracker(uri, cfg.experiment), cfg.experiment, {j.id for j in plan_for(cfg).jobs},
+                              cfg.report.tolerance)
     except BenchError as err:
         print(f"benchmarks.paper: error: {err}", file=sys.stderr)
         return 2
@@ -149,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = render(report, cfg, command.strip(), seconds)
     print(text)
     if args.write:
-        update_section(args.write, "paper", text)
+        update_section(args.write, cfg.name, text)  # one section per config
         print(f"written to {args.write}")
     if failed:
         print(f"benchmarks.paper: {failed} job(s) failed; rerun to retry them", file=sys.stderr)

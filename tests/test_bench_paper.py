@@ -42,13 +42,13 @@ def test_attack_section_states_each_verdict_with_its_bounds() -> None:
     from benchmarks.paper import attack_section
 
     def agg(method: str, stolen: list[float]) -> AttackRowAgg:
-        return AttackRowAgg("fashion_mnist", "lenet5", method, "n=64,eps=1", 0.01, {"finetune": spread([80.0])},
+        return AttackRowAgg("fashion_mnist", "lenet5", method, "n=64,eps=1", 0.01, 10, {"finetune": spread([80.0])},
                             spread([80.0]), "finetune", spread([50.0]), cell_verdict(stolen), cell_verdict([30.0, 31.0]),
                             True, ())
 
     report = Report("paper", [], [agg("advparams", [28.5, 53.9, -1.3]), agg("random", [30.0, 31.0, 29.0])], 2.0)
     text = "\n".join(attack_section(report))
-    assert "advparams[n=64,eps=1] at 1 %: stolen value 27.0±27.6 points" in text
+    assert "advparams[n=64,eps=1] at 1 % of the data, 10 epochs of compute: stolen value 27.0±27.6 points" in text
     assert "bounds [-19.5, 73.6] against a tolerance of 2 points: **inconclusive** (6 seeds would decide)." in text
-    assert "random[n=64,eps=1] at 1 %" in text and ": **broken**." in text
+    assert "random[n=64,eps=1] at 1 % of the data" in text and ": **broken**." in text
     assert "holds" not in text.replace("protection holds", "")

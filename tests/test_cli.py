@@ -356,10 +356,12 @@ def test_attack_finetune_prints_clean_encrypted_and_attacked_accuracy(capsys, fi
     assert r.code == 0, r.err
     for column in ("clean %", "encrypted %", "attacked %", "attacker val %"):
         assert column in r.out
-    name, clean, encrypted, attacked, val, seconds, precision, recall = table_row(r.out, "finetune")
+    name, clean, encrypted, attacked, val, compute, seconds, precision, recall = table_row(r.out, "finetune")
     assert clean == accuracy_after(files.train_output, "test accuracy")
     assert encrypted == accuracy_after(cli(capsys, "evaluate", files.enc).out, "test accuracy")
     assert 0 <= float(attacked) <= 100 and 0 <= float(val) <= 100 and float(seconds) >= 0
+    cap = float(ATTACK[ATTACK.index("--epochs") + 1])
+    assert 0 < float(compute) <= cap, "the compute used is reported, within the cap of all trials together"
     assert float(attacked) > float(encrypted), "fine-tuning on 20 % of the data recovers some accuracy"
     assert (precision, recall) == ("-", "-"), "finetune does not report which scalars it changed"
     assert "tuned parameters:" in r.out and "lr=" in r.out
@@ -369,7 +371,7 @@ def test_attack_adaptive_scores_the_key_positions_it_found(capsys, files: Files)
     r = cli(capsys, "attack", "adaptive", "--model-file", files.enc, "--key", files.key, *ATTACK)
     assert r.code == 0, r.err
     assert "key precision %" in r.out and "key recall %" in r.out
-    name, clean, encrypted, attacked, val, seconds, precision, recall = table_row(r.out, "adaptive")
+    name, clean, encrypted, attacked, val, _compute, seconds, precision, recall = table_row(r.out, "adaptive")
     for cell in (clean, encrypted, attacked, val, precision, recall):
         assert re.fullmatch(PERCENT, cell) and 0 <= float(cell) <= 100, cell
     assert float(recall) > 0, "the adaptive attack ranks some of the key's positions"

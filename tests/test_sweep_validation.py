@@ -104,13 +104,30 @@ def grid(**changes: Any) -> dict:
         {"datasets": [{"name": "digits", "owner_samples": 100, "models": [{"name": "mlp"}]},
                       {"name": "digits", "owner_samples": 200, "models": [{"name": "mlp"}]},
                       {"name": "digits", "owner_samples": 100, "models": [{"name": "mlp"}]}]},
+        {"protect": {"methods": ["advparams", "reinit", "random"], "max_params": [4, 8], "eps": [1.0, 2.0]},
+         "attacks": {"names": ["all"], "fractions": [0.1, 0.3], "epochs": [2, 4, 4]}},
     ],
-    ids=["plain", "repeated-entries", "narrowed-attacks", "shared-baselines", "repeated-datasets"],
+    ids=["plain", "repeated-entries", "narrowed-attacks", "shared-baselines", "repeated-datasets", "reinit-and-caps"],
 )
 def test_counting_the_jobs_gives_what_planning_them_gives(changes: dict) -> None:
     cfg = parse_config(grid(**changes))
     registered, free = ["finetune", "clip", "adaptive", "scratch"], {"scratch"}
     assert count_jobs(cfg, registered, free) == make_plan(cfg, registered, free).counts()
+
+
+def test_reinit_runs_once_per_seed_and_every_attack_at_every_cap() -> None:
+    cfg = parse_config(grid(protect={"methods": ["advparams", "reinit"], "max_params": [4, 8], "eps": [1.0]},
+                            attacks={"names": ["finetune", "scratch"], "fractions": [0.1], "epochs": [2, 6]}))
+    plan = make_plan(cfg, ["finetune", "scratch"], {"scratch"})
+    reinit = [j for j in plan.encrypts if j.method == "reinit"]
+    baselines = len(cfg.seeds) * 2  # two models
+    assert len(reinit) == baselines and {j.cell for j in reinit} == {"all"}  # the budget does not apply to it
+    assert len([j for j in plan.encrypts if j.method == "advparams"]) == 2 * baselines  # two cells
+    caps = {(j.attack, j.encrypt.id if j.encrypt else None, j.seed): set() for j in plan.attacks}
+    for j in plan.attacks:
+        caps[(j.attack, j.encrypt.id if j.encrypt else None, j.seed)].add(j.epochs)
+    assert set(map(frozenset, caps.values())) == {frozenset({2, 6})}
+    assert len({j.id for j in plan.attacks}) == len(plan.attacks)
 
 
 def test_a_grid_over_the_limit_is_refused_in_a_moment_and_the_limit_can_be_raised() -> None:

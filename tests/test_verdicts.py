@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
+from bench.sweep.curves import AT_MOST, EXACT, MORE_THAN, data_equivalents, plateaus
 from bench.sweep.report import (
     Report,
     attack_rows,
@@ -90,9 +92,9 @@ def rows(method: str, attacked: list[float], *, clean: float = CLEAN, scratch: l
          fraction: float = 0.1) -> list[AttackRow]:
     """One cell's attack runs (one attack per seed) and scratch's runs for the same seeds."""
     out = [AttackRow("digits", "cnn", method, "n=8,eps=1", fraction, seed, "finetune", acc, acc,
-                     {"acc_clean": clean, "acc_encrypted": 0.1}) for seed, acc in enumerate(attacked)]
-    return out + [AttackRow("digits", "cnn", None, None, fraction, seed, "scratch", acc, acc, {"acc_clean": clean})
-                  for seed, acc in enumerate(scratch)]
+                     {"acc_clean": clean, "acc_encrypted": 0.1}, epochs=10) for seed, acc in enumerate(attacked)]
+    return out + [AttackRow("digits", "cnn", None, None, fraction, seed, "scratch", acc, acc, {"acc_clean": clean},
+                            epochs=10) for seed, acc in enumerate(scratch)]
 
 
 def cells(*groups: list[AttackRow]) -> dict[str, object]:
@@ -148,7 +150,7 @@ def test_report_prints_and_writes_bounds_verdicts_and_the_warning(tmp_path: Path
     print_report(report, console)
     text = console.export_text()
     assert "inconclusive" in text and "holds" in text and "[-" in text
-    assert "NOT TRUSTWORTHY: digits / cnn at 10 %: the random control" in text
+    assert "NOT TRUSTWORTHY: digits / cnn at 10 % of the data, 10 epochs of compute: the random control" in text
     assert "the random control came out broken in 0 of 1 cell(s)" in text
     write_tables(report, tmp_path)
     with (tmp_path / "attacks.csv").open() as fh:
@@ -160,3 +162,55 @@ def test_report_prints_and_writes_bounds_verdicts_and_the_warning(tmp_path: Path
     console = Console(record=True, width=400)
     print_report(Report("demo", [], attack_rows(summarize(rows("advparams", [0.52, 0.56, 0.61]))), 2.0), console)
     assert "calibration: unchecked" in console.export_text()
+
+
+# ---------------------------------------------------------------------------------------- failed baselines
+def test_a_scratch_run_at_chance_is_left_out_of_the_verdict_with_its_reason(tmp_path: Path) -> None:
+    failed = "val accuracy 0.100 is at chance (1/10 + 0.05): training did not converge"
+    runs = [replace(r, failed=failed) if r.attack == "scratch" and r.seed == 1 else r
+            for r in rows("advparams", [0.52, 0.56, 0.61, 0.60], scratch=[0.50, 0.10, 0.60, 0.58])]
+    summaries = summarize(runs)
+    by_seed = {s.seed: s for s in summaries}
+    assert by_seed[1].scratch_accuracy is None and by_seed[1].scratch_failed == failed
+    assert by_seed[1].stolen_value_points is None
+    assert by_seed[0].verdict.stolen.n == 3  # three seeds paired, not four: the failure is not averaged in
+    report = Report("demo", [], attack_rows(summaries), 2.0)
+    assert report.attacks[0].scratch_failed == (f"seed 1: {failed}",)
+    console = Console(record=True, width=400)
+    print_report(report, console)
+    assert f"FAILED BASELINE: scratch on digits / cnn at 10 % of the data, 10 epochs of compute: seed 1: {failed}" \
+        in console.export_text()
+    assert summary_result(by_seed[1]).tags["scratch_failed"] == failed
+
+
+# ------------------------------------------------------------------------------------------------ curves
+def agg(fraction: float, epochs: int, best: list[float], scratch: list[float]) -> object:
+    """A report row of one cell at one attacker budget, from per-seed accuracies (fractions)."""
+    summaries = summarize([replace(r, epochs=epochs) for r in rows("advparams", best, scratch=scratch, fraction=fraction)])
+    [row] = attack_rows(summaries)
+    return row
+
+
+def test_the_plateau_is_the_first_cap_whose_doubling_moves_both_curves_less_than_their_standard_error() -> None:
+    curve = [agg(0.1, 1, [0.30, 0.32, 0.34], [0.20, 0.22, 0.24]),
+             agg(0.1, 2, [0.60, 0.62, 0.64], [0.40, 0.42, 0.44]),
+             agg(0.1, 4, [0.61, 0.62, 0.64], [0.41, 0.42, 0.44]),  # within a standard error of the cap before
+             agg(0.1, 8, [0.62, 0.62, 0.64], [0.41, 0.43, 0.44])]
+    [found] = plateaus(curve)
+    assert found.caps == (1, 2, 4, 8) and found.epochs == 2 and found.stolen.mean == pytest.approx(20.0)
+    [rising] = plateaus(curve[:2])
+    assert rising.epochs is None and rising.stolen is None  # still climbing at the largest cap
+
+
+@pytest.mark.parametrize(("best", "expected", "relation"), [
+    ([0.70] * 3, 3.0, EXACT),        # scratch reaches 70 % halfway between 20 % (60 %) and 40 % (80 %): 30 % / 10 %
+    ([0.35] * 3, 1.0, AT_MOST),      # scratch (40 % at 10 %) already beats it at the smallest share swept
+    ([0.95] * 3, 4.0, MORE_THAN),    # scratch never gets there: more than the largest share over 10 %
+])
+def test_the_data_equivalent_value_interpolates_scratch_between_the_shares_swept(
+        best: list[float], expected: float, relation: str) -> None:
+    scratch_curve = [agg(0.2, 10, [0.60] * 3, [0.60] * 3), agg(0.4, 10, [0.80] * 3, [0.80] * 3)]
+    target = agg(0.1, 10, best, [0.40] * 3)
+    found = {(d.fraction, d.method): d for d in data_equivalents([*scratch_curve, target])}
+    value = found[(0.1, "advparams")]
+    assert value.ratio == pytest.approx(expected) and value.relation == relation

@@ -137,17 +137,26 @@ class Protect(Strict):
 
 
 class Attacks(Strict):
-    """The attacks and the attacker budgets: data fractions, tuning trials, epochs per trial."""
+    """The attacks and the attacker budgets: data shares (``fractions``) and compute caps (``epochs``, in
+    epoch-equivalents over the attacker's own training split, shared by all ``trials`` of an attack's tuning).
+    Several shares or caps make curves: stolen value against data and against compute."""
 
     names: list[str] = Field(["all"], min_length=1)
     methods: list[str] | None = Field(None, min_length=1)  # protection methods whose models are attacked (default: all)
     fractions: list[float] = Field([0.1], min_length=1)
     trials: int = Field(3, ge=1)
-    epochs: int = Field(1, ge=0)
+    epochs: list[int] = Field([10], min_length=1)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     params: dict[str, dict[str, Any]] = {}  # fixed (untuned) parameters per attack
 
-    _lists = field_validator("names", "fractions", mode="before")(_as_list)
+    _lists = field_validator("names", "fractions", "epochs", mode="before")(_as_list)
+
+    @field_validator("epochs")
+    @classmethod
+    def _caps_not_negative(cls, v: list[int]) -> list[int]:
+        if any(e < 0 for e in v):
+            raise ValueError("every compute cap (epochs) must be >= 0")
+        return v
 
     @field_validator("fractions")
     @classmethod
@@ -179,6 +188,16 @@ class Jobs(Strict):
     connect_timeout: float = Field(30, gt=0)
 
 
+DEFAULT_TOLERANCE = 2.0
+"""The stolen value (points) a protection may leave and still hold, unless the config says otherwise."""
+
+
+class Report(Strict):
+    """How results are judged; not part of the grid's identity, so a new tolerance re-judges finished jobs."""
+
+    tolerance: float = Field(DEFAULT_TOLERANCE, ge=0)  # points of stolen value
+
+
 class Tracking(Strict):
     uri: str = "sqlite:///mlflow.db"
     experiment: str | None = None  # default: the config's name
@@ -195,6 +214,7 @@ class SweepConfig(Strict):
     attacks: Attacks = Attacks()
     jobs: Jobs = Jobs()
     tracking: Tracking = Tracking()
+    report: Report = Report()
 
     _lists = field_validator("seeds", mode="before")(_as_list)
 

@@ -59,6 +59,7 @@ from bench.sweep.results import (
 )
 from bench.sweep.tracking import (
     MAX_PARAM,
+    TOLERANCE_TAG,
     Tracker,
     check_uri,
     is_new_store,
@@ -103,9 +104,9 @@ def check_resources(cfg: SweepConfig) -> None:
 
 
 def sweep_id(cfg: SweepConfig) -> str:
-    """The grid's identity: execution settings (`jobs`: resources, retries, acceleration) and tracking are not
-    part of it, so a rerun with other resources reopens the same parent run."""
-    return stable_hash(cfg.model_dump(exclude={"tracking", "jobs"}))
+    """The grid's identity: execution settings (`jobs`: resources, retries, acceleration), tracking and how
+    results are judged (`report`) are not part of it, so a rerun with other resources reopens the same parent run."""
+    return stable_hash(cfg.model_dump(exclude={"tracking", "jobs", "report"}))
 
 
 def cluster_address(address: str | None) -> str | None:
@@ -319,6 +320,7 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
             parent = tracker.open_sweep(sweep_id(cfg), cfg.name,
                                         {"config": cfg.model_dump_json(), **{f"jobs.{k}": v for k, v in plan.counts().items()}},
                                         [j.id for j in plan.jobs])
+            tracker.tag_sweep(parent, {TOLERANCE_TAG: str(cfg.report.tolerance)})
         except BaseException:  # a store that cannot be read or written, a cluster too small: Ray goes too
             if started:
                 ray.shutdown()
@@ -366,7 +368,7 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
             bar.update(ready=0)
         rows = [attack_row(r) for r in outcome.results.values() if r.kind == "attack" and r.status == "FINISHED"]
         with ThreadPoolExecutor(1) as pool:  # every job has ended: Ray is no longer needed
-            logged = pool.submit(_log_summaries, tracker, parent, rows, finished)
+            logged = pool.submit(_log_summaries, tracker, parent, rows, finished, cfg.report.tolerance)
             if started:
                 ray.shutdown()
                 started = False
@@ -385,11 +387,12 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
     return outcome
 
 
-def _log_summaries(tracker: Tracker, parent: str, rows: list[AttackRow], logged: dict[str, JobResult]) -> None:
-    """Log the summaries of the attack ``rows``, each replacing its earlier run; one that the store already
-    holds as it is (``logged``, as `Tracker.finished` read it) is left alone, so a rerun with nothing new
-    writes nothing."""
-    for summary in summarize(rows):
+def _log_summaries(tracker: Tracker, parent: str, rows: list[AttackRow], logged: dict[str, JobResult],
+                   tolerance: float) -> None:
+    """Log the summaries of the attack ``rows`` (verdicts against ``tolerance``), each replacing its earlier run;
+    one that the store already holds as it is (``logged``, as `Tracker.finished` read it) is left alone, so a
+    rerun with nothing new writes nothing."""
+    for summary in summarize(rows, tolerance=tolerance):
         result = summary_result(summary)
         if not _recorded(result, logged.get(result.job_id)):
             tracker.replace_result(result, parent)

@@ -148,8 +148,7 @@ def run_attack(job: AttackJob, ctx: JobContext, train: JobResult, encrypt: JobRe
     metrics = {"acc_attacked": outcome.acc_attacked, "val_attacked": outcome.val_attacked,
                "val_encrypted": outcome.val_before, "attack_seconds": outcome.seconds,
                # the compute of every trial together, in epoch-equivalents (never above the cap, ``epochs``)
-               "compute_epochs": sum(t.compute_epochs for t in outcome.trials),
-               "forward_epochs": sum(t.forward_epochs for t in outcome.trials)}
+               "compute_epochs": outcome.compute_epochs, "forward_epochs": outcome.forward_epochs}
     params = {**_train_params(job.train), "attack": job.attack, "fraction": job.fraction, "trials": job.trials,
               "epochs": job.epochs, "seed": job.seed, "job_id": job.id,
               **{f"tuned.{k}": v for k, v in outcome.best_params.items()}}
@@ -168,7 +167,8 @@ def run_attack(job: AttackJob, ctx: JobContext, train: JobResult, encrypt: JobRe
     return JobResult(
         job.id, "attack", job.name, params=params, metrics=metrics,
         tags={"kind": "attack", "job_id": job.id, **_environment_tags(),
-              **({"key_fingerprint": encrypt.tags["key_fingerprint"]} if encrypt else {})},
+              **({"key_fingerprint": encrypt.tags["key_fingerprint"]} if encrypt else {}),
+              **({"failed_baseline": outcome.failed_baseline} if outcome.failed_baseline else {})},
         artifacts={"trials.json": json.dumps(trials, indent=1, default=str)},
     )
 

@@ -22,10 +22,11 @@ from bench.errors import BenchError
 from bench.sweep.config import DatasetEntry, ModelEntry, Protect, SweepConfig
 from bench.zoo.models import MODELS, TORCHVISION_PREFIX
 from common.errors import first_line
-from protect import ProtectError, check_options
+from protect import METHODS, ProtectError, check_options
 
-#: Bump when a change to the code would change the results of finished jobs.
-RESULTS_VERSION = 1
+#: Per kind of job: bump when a change to the code would change the results of its finished jobs (2 for
+#: attacks: the compute cap covers all trials, training stops early, and tuning starts from recipes).
+RESULTS_VERSION = {"train": 1, "encrypt": 1, "attack": 2}
 
 #: The most jobs a sweep plans unless told otherwise (`advparams sweep --max-jobs`). A 95,200-job grid grew the
 #: driver past 2.2 GB before any job ran (about 23 KB a job), so 20,000 keep it under half a gigabyte; that is
@@ -44,6 +45,15 @@ def _cell_label(max_params: int, eps: float) -> str:
     return f"n={max_params},eps={eps:g}"
 
 
+ALL_CELLS = "all"
+"""The cell label of a method that replaces every candidate weight (reinit): the budget does not apply to it,
+so it runs once per baseline and seed, not once per cell."""
+
+
+def changes_all(method: str) -> bool:
+    return METHODS.get(method).changes_all
+
+
 @dataclass(frozen=True)
 class TrainJob:
     dataset: str
@@ -57,7 +67,7 @@ class TrainJob:
 
     @cached_property  # an id is asked for often (by every job that depends on this one): hashed once
     def id(self) -> str:
-        return stable_hash({"kind": self.kind, **asdict(self), "v": RESULTS_VERSION})
+        return stable_hash({"kind": self.kind, **asdict(self), "v": RESULTS_VERSION[self.kind]})
 
     @property
     def name(self) -> str:
@@ -80,11 +90,11 @@ class EncryptJob:
     @cached_property
     def id(self) -> str:
         return stable_hash({"kind": self.kind, "train": self.train.id, "method": self.method,
-                            "budget": self.budget, "owner_samples": self.owner_samples, "match": self.match, "v": RESULTS_VERSION})
+                            "budget": self.budget, "owner_samples": self.owner_samples, "match": self.match, "v": RESULTS_VERSION[self.kind]})
 
     @property
     def cell(self) -> str:
-        return _cell_label(self.budget["max_params"], self.budget["eps"])
+        return ALL_CELLS if changes_all(self.method) else _cell_label(self.budget["max_params"], self.budget["eps"])
 
     @property
     def seed(self) -> int:
@@ -116,12 +126,13 @@ class AttackJob:
         return stable_hash({"kind": self.kind, "train": self.train.id,
                             "encrypt": self.encrypt.id if self.encrypt else None, "attack": self.attack,
                             "fraction": self.fraction, "trials": self.trials, "epochs": self.epochs,
-                            "val_fraction": self.val_fraction, "owner_samples": self.owner_samples, "seed": self.seed, "fixed": self.fixed, "v": RESULTS_VERSION})
+                            "val_fraction": self.val_fraction, "owner_samples": self.owner_samples, "seed": self.seed, "fixed": self.fixed, "v": RESULTS_VERSION[self.kind]})
 
     @property
     def name(self) -> str:
         target = f"{self.encrypt.method}[{self.encrypt.cell}]" if self.encrypt else "from-scratch"
-        return f"{self.train.dataset}/{self.train.model}/{target}/{self.attack}@{self.fraction:.0%}/seed={self.seed}"
+        return (f"{self.train.dataset}/{self.train.model}/{target}/{self.attack}@{self.fraction:.0%},{self.epochs}ep"
+                f"/seed={self.seed}")
 
 
 Job = TrainJob | EncryptJob | AttackJob
@@ -222,26 +233,29 @@ def make_plan(cfg: SweepConfig, registered_attacks: list[str], weight_free: set[
             train = _train_job(ds, m, seed)
             trains.setdefault(train.id, train)
             cell_jobs: list[EncryptJob] = []
-            for max_params, eps in itertools.product(p.max_params, p.eps):
+            for number, (max_params, eps) in enumerate(itertools.product(p.max_params, p.eps)):
                 shared = {"max_params": max_params, "eps": eps, "params_per_step": p.params_per_step,
                           "target_accuracy": p.target_accuracy, "layers": p.layers,
                           "stay_in_range": p.stay_in_range, "seed": seed}
                 cell: dict[str, EncryptJob] = {}
                 for method in order:
+                    if number and changes_all(method):  # its first cell's job stands for every cell
+                        continue
                     match = cell[p.match[method]].id if method in p.match else None
                     budget = {**shared, "options": options[method]}
                     cell[method] = EncryptJob(train, method, budget, ds.owner_samples, match)
                 cell_jobs.extend(cell.values())
             encrypts.extend(cell_jobs)
-            common = dict(trials=cfg.attacks.trials, epochs=cfg.attacks.epochs, val_fraction=cfg.attacks.val_fraction,
+            common = dict(trials=cfg.attacks.trials, val_fraction=cfg.attacks.val_fraction,
                           owner_samples=ds.owner_samples, seed=seed)
             targets = [enc for enc in cell_jobs if enc.method in attacked_methods]
-            for attack, fraction in itertools.product(names, cfg.attacks.fractions):
+            for attack, fraction, epochs in itertools.product(names, cfg.attacks.fractions, cfg.attacks.epochs):
                 fixed = dict(cfg.attacks.params.get(attack, {}))
                 if attack in weight_free:
-                    attacks.append(AttackJob(train, None, attack, fraction, fixed=fixed, **common))
+                    attacks.append(AttackJob(train, None, attack, fraction, epochs=epochs, fixed=fixed, **common))
                 else:
-                    attacks.extend(AttackJob(train, enc, attack, fraction, fixed=fixed, **common) for enc in targets)
+                    attacks.extend(AttackJob(train, enc, attack, fraction, epochs=epochs, fixed=fixed, **common)
+                                   for enc in targets)
     return Plan(list(trains.values()), _unique(encrypts), _unique(attacks))
 
 
@@ -255,16 +269,16 @@ def count_jobs(cfg: SweepConfig, registered_attacks: list[str], weight_free: set
     """``make_plan(cfg, ...).counts()`` without building the jobs, so a grid of a million is refused in a moment.
 
     The grid is blocks of (baseline, grid seed, owner samples), one per data set, seed and model, each with
-    the same jobs inside: every method in every cell, and every attack at every attacker fraction (once per
-    attacked model, or once for an attack that ignores the weights). Repeated entries plan a job once, so only
-    distinct blocks, cells, methods and fractions count.
+    the same jobs inside: every method in every cell (once for a method that changes all weights), and every
+    attack at every attacker budget (once per attacked model, or once for an attack that ignores the weights).
+    Repeated entries plan a job once, so only distinct blocks, cells, methods, shares and caps count.
     """
     p, a = cfg.protect, cfg.attacks
     cells = len(set(itertools.product(p.max_params, p.eps)))
     methods = set(p.methods)
-    attacked = len(methods & set(a.methods or p.methods))
-    per_fraction = sum(1 if name in weight_free else cells * attacked
-                       for name in resolve_attacks(a.names, registered_attacks))
+    models = lambda names: sum(1 if changes_all(m) else cells for m in names)  # noqa: E731
+    attacked = models(methods & set(a.methods or p.methods))
+    per_budget = sum(1 if name in weight_free else attacked for name in resolve_attacks(a.names, registered_attacks))
     trains: set[str] = set()
     blocks: set[tuple[str, int, int]] = set()
     for ds, seed in itertools.product(cfg.datasets, cfg.seeds):
@@ -272,8 +286,8 @@ def count_jobs(cfg: SweepConfig, registered_attacks: list[str], weight_free: set
             train = _train_job(ds, m, seed)
             trains.add(train.id)
             blocks.add((train.id, seed, ds.owner_samples))
-    return {"train": len(trains), "encrypt": len(blocks) * cells * len(methods),
-            "attack": len(blocks) * len(set(a.fractions)) * per_fraction}
+    return {"train": len(trains), "encrypt": len(blocks) * models(methods),
+            "attack": len(blocks) * len(set(a.fractions)) * len(set(a.epochs)) * per_budget}
 
 
 def method_options(p: Protect) -> dict[str, dict[str, Any]]:

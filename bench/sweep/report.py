@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench.errors import BenchError  # noqa: E402
+from bench.sweep.curves import DataEquivalent, Plateau, data_equivalents, plateaus  # noqa: E402
 from bench.sweep.results import (  # noqa: E402
     BROKEN,
     DEFAULT_TOLERANCE,
@@ -44,7 +45,7 @@ from bench.sweep.results import (  # noqa: E402
     summarize,
     trust_label,
 )
-from bench.sweep.tracking import Tracker  # noqa: E402
+from bench.sweep.tracking import TOLERANCE_TAG, Tracker  # noqa: E402
 
 PCT = 100.0
 
@@ -74,6 +75,7 @@ class AttackRowAgg:
     method: str
     cell: str
     fraction: float
+    epochs: int  # the attacker's compute cap, epoch-equivalents
     attacked: dict[str, Spread | None]
     worst_case: Spread | None
     best_attacks: str
@@ -82,6 +84,8 @@ class AttackRowAgg:
     clean_gain: Verdict | None  # clean model minus scratch, per seed, in points
     trusted: bool | None  # whether the calibration controls vouch for the cell (None: no control checked)
     warnings: tuple[str, ...]  # why they do not
+    scratch_failed: tuple[str, ...] = ()  # "seed N: why" for each seed whose scratch run ended at chance
+    key_recall: dict[str, Spread | None] = field(default_factory=dict)  # % of the key's positions an attack found
 
 
 def _pcts(values: list[float]) -> Spread | None:
@@ -123,16 +127,21 @@ def _is_number(x: Any) -> bool:
 
 def attack_rows(summaries: list[Summary]) -> list[AttackRowAgg]:
     rows = []
-    for (dataset, model, method, cell, fraction), ss in sorted(by_seed_groups(summaries).items(), key=lambda kv: _order(kv[0])):
+    for (dataset, model, method, cell, fraction, epochs), ss in sorted(by_seed_groups(summaries).items(),
+                                                                       key=lambda kv: _order(kv[0])):
         names = sorted({a for s in ss for a in s.attacked})
         verdict = ss[0].verdict  # the cell's, the same in each seed's summary
         rows.append(AttackRowAgg(
-            dataset, model, method, cell, fraction,
+            dataset, model, method, cell, fraction, epochs,
             attacked={a: _pcts([s.attacked[a] for s in ss if a in s.attacked]) for a in names},
             worst_case=_pcts([s.worst_case_attacked for s in ss]),
             best_attacks=",".join(sorted({s.best_attack for s in ss})),
             scratch=_pcts([s.scratch_accuracy for s in ss if s.scratch_accuracy is not None]),
             stolen=verdict.stolen, clean_gain=verdict.clean_gain, trusted=verdict.trusted, warnings=verdict.warnings,
+            scratch_failed=tuple(f"seed {s.seed}: {s.scratch_failed}" for s in sorted(ss, key=lambda s: s.seed)
+                                 if s.scratch_failed),
+            key_recall={a: _pcts([s.key_recall[a] for s in ss if a in s.key_recall])
+                        for a in sorted({a for s in ss for a in s.key_recall})},
         ))
     return rows
 
@@ -143,6 +152,8 @@ class Report:
     protection: list[ProtectionRow]
     attacks: list[AttackRowAgg]
     tolerance: float
+    plateaus: list[Plateau] = field(default_factory=list)
+    data_equivalents: list[DataEquivalent] = field(default_factory=list)
 
     @property
     def attack_names(self) -> list[str]:
@@ -158,8 +169,8 @@ def build_report(tracker: Tracker, experiment: str, job_ids: set[str] | None = N
     attacks = [r for r in finished if r.kind == "attack"]
     if not encrypts and not attacks:
         raise BenchError(f"experiment {experiment!r} has no finished encrypt or attack runs in {tracker.uri}")
-    summaries = summarize((attack_row(r) for r in attacks), tolerance=tolerance)
-    return Report(experiment, protection_rows(encrypts), attack_rows(summaries), tolerance)
+    rows = attack_rows(summarize((attack_row(r) for r in attacks), tolerance=tolerance))
+    return Report(experiment, protection_rows(encrypts), rows, tolerance, plateaus(rows), data_equivalents(rows))
 
 
 # ---------------------------------------------------------------------------------------- rendering
@@ -191,11 +202,27 @@ def calibration_lines(report: Report) -> list[str]:
              f"{sum(r.stolen.decision == BROKEN for r in positive)} of {len(positive)} cell(s)"]
     seen = set()
     for r in report.attacks:
-        setting = (r.dataset, r.model, r.fraction)
+        setting = (r.dataset, r.model, r.fraction, r.epochs)
         if r.warnings and setting not in seen:
             seen.add(setting)
-            lines += [f"NOT TRUSTWORTHY: {r.dataset} / {r.model} at {PCT * r.fraction:g} %: {w}" for w in r.warnings]
+            lines += [f"NOT TRUSTWORTHY: {r.dataset} / {r.model} at {budget_label(r)}: {w}" for w in r.warnings]
     return lines
+
+
+def budget_label(r: AttackRowAgg) -> str:
+    """The attacker's budget in words: its data share and compute cap."""
+    return f"{PCT * r.fraction:g} % of the data, {r.epochs} epochs of compute"
+
+
+def failed_baseline_lines(report: Report) -> list[str]:
+    """Each attacker budget whose scratch run ended at chance in some seeds: those seeds have no stolen value
+    (they are left out of the verdict, not averaged in), and the report says why."""
+    seen: dict[tuple, tuple[str, ...]] = {}
+    for r in report.attacks:
+        if r.scratch_failed:
+            seen.setdefault((r.dataset, r.model, r.fraction, r.epochs, budget_label(r)), r.scratch_failed)
+    return [f"FAILED BASELINE: scratch on {d} / {m} at {label}: {'; '.join(why)} (left out of the verdicts)"
+            for (d, m, _, _, label), why in seen.items()]
 
 
 def print_report(report: Report, console: Console) -> None:
@@ -210,39 +237,72 @@ def print_report(report: Report, console: Console) -> None:
     console.print(t)
     names = report.attack_names
     t = Table(title=f"{report.experiment}: attacks (test accuracy in %; ≈ = within the spread of scratch)")
-    for c in ("data set", "model", "method", "budget", "attacker %", *names, "worst case", "scratch"):
+    for c in ("data set", "model", "method", "budget", "attacker %", "cap (epochs)", *names, "worst case", "scratch",
+              "key recall %"):
         t.add_column(c, justify="left" if c in ("data set", "model", "method", "budget") else "right")
     for r in report.attacks:
         cells = []
         for a in names:
             v = r.attacked.get(a)
             cells.append("-" if v is None else (f"≈{v}" if r.scratch and not differs(v, r.scratch) else str(v)))
-        t.add_row(r.dataset, r.model, r.method, r.cell, f"{PCT * r.fraction:g}", *cells,
-                  f"{cell(r.worst_case)} ({r.best_attacks})", cell(r.scratch))
+        t.add_row(r.dataset, r.model, r.method, r.cell, f"{PCT * r.fraction:g}", str(r.epochs), *cells,
+                  f"{cell(r.worst_case)} ({r.best_attacks})", cell(r.scratch), recall_text(r))
     console.print(t)
     t = Table(title=f"{report.experiment}: verdicts (stolen value = best attack minus scratch per seed, in points; "
                     f"one-sided 95 % Student-t bounds on its mean: broken when the lower bound exceeds "
                     f"{report.tolerance:g} points, holds when the upper bound does not)")
-    for c in ("data set", "model", "method", "budget", "attacker %", "best attack", "worst case", "scratch",
+    for c in ("data set", "model", "method", "budget", "attacker %", "cap (epochs)", "best attack", "worst case", "scratch",
               "stolen (points)", "95 % bounds", "verdict", "seeds needed", "trusted"):
         t.add_column(c, justify="left" if c in ("data set", "model", "method", "budget", "best attack", "verdict") else "right")
     for r in report.attacks:
         decision = "-" if r.stolen is None else r.stolen.decision
-        t.add_row(r.dataset, r.model, r.method, r.cell, f"{PCT * r.fraction:g}", r.best_attacks, cell(r.worst_case),
+        t.add_row(r.dataset, r.model, r.method, r.cell, f"{PCT * r.fraction:g}", str(r.epochs), r.best_attacks,
+                  cell(r.worst_case),
                   cell(r.scratch), cell(r.stolen), bounds(r.stolen), f"[{DECISION_STYLE.get(decision, 'yellow')}]{decision}[/]",
                   "-" if r.stolen is None else r.stolen.seeds_needed_text,
                   f"[bold red]{trust_label(r.trusted)}[/]" if r.trusted is False else trust_label(r.trusted))
     console.print(t)
-    for line in calibration_lines(report):
-        console.print(line, style="bold red" if line.startswith("NOT") else None, markup=False)
+    print_curves(report, console)
+    for line in calibration_lines(report) + failed_baseline_lines(report):
+        console.print(line, style="bold red" if line.startswith(("NOT", "FAILED")) else None, markup=False)
+
+
+def recall_text(r: AttackRowAgg) -> str:
+    """The mean share of the key's positions each position-tracking attack found, ``key_inversion 61``."""
+    return ", ".join(f"{a} {v.mean:.0f}" for a, v in r.key_recall.items() if v is not None) or "-"
+
+
+def print_curves(report: Report, console: Console) -> None:
+    """The plateau of each cell swept at several compute caps; the data-equivalent value where several
+    shares were swept (with one share it only says whether scratch matches the stolen weights there)."""
+    if report.plateaus:
+        t = Table(title=f"{report.experiment}: compute plateau (the smallest cap from which doubling moves the best "
+                        "attack and scratch by less than their standard error over seeds)")
+        for c in ("data set", "model", "method", "budget", "attacker %", "caps swept", "plateau cap", "stolen there"):
+            t.add_column(c, justify="left" if c in ("data set", "model", "method", "budget") else "right")
+        for p in report.plateaus:
+            t.add_row(p.dataset, p.model, p.method, p.cell, f"{PCT * p.fraction:g}", ",".join(map(str, p.caps)),
+                      "not reached" if p.epochs is None else str(p.epochs), cell(p.stolen))
+        console.print(t)
+    if len({d.fraction for d in report.data_equivalents}) > 1:
+        t = Table(title=f"{report.experiment}: data-equivalent value (the share scratch needs to match the best "
+                        "attack, over the attacker's share; interpolated between the shares swept)")
+        for c in ("data set", "model", "method", "budget", "attacker %", "cap (epochs)", "data-equivalent"):
+            t.add_column(c, justify="left" if c in ("data set", "model", "method", "budget") else "right")
+        for d in report.data_equivalents:
+            t.add_row(d.dataset, d.model, d.method, d.cell, f"{PCT * d.fraction:g}", str(d.epochs), str(d))
+        console.print(t)
 
 
 def report_records(report: Report) -> dict[str, list[dict[str, Any]]]:
     """The report as JSON-friendly rows (each Spread as {mean, std, n}, a Verdict with its bounds too)."""
     return {
         "protection": [as_record(vars(r)) for r in report.protection],
-        "attacks": [{**as_record(vars(r)), "attacked": as_record(r.attacked), "warnings": list(r.warnings)}
-                    for r in report.attacks],
+        "attacks": [{**as_record(vars(r)), "attacked": as_record(r.attacked), "key_recall": as_record(r.key_recall),
+                     "warnings": list(r.warnings),
+                     "scratch_failed": list(r.scratch_failed)} for r in report.attacks],
+        "plateaus": [{**as_record(vars(p)), "caps": list(p.caps)} for p in report.plateaus],
+        "data_equivalents": [{**vars(d), "text": str(d)} for d in report.data_equivalents],
     }
 
 
@@ -299,8 +359,8 @@ def write_plots(report: Report, out: Path) -> list[Path]:
     names = report.attack_names
     for (dataset, model) in sorted({(r.dataset, r.model) for r in report.attacks}):
         rows = [r for r in report.attacks if r.dataset == dataset and r.model == model]
-        fraction = max(r.fraction for r in rows)
-        rows = [r for r in rows if r.fraction == fraction]
+        fraction, epochs = max(r.fraction for r in rows), max(r.epochs for r in rows)
+        rows = [r for r in rows if r.fraction == fraction and r.epochs == epochs]
         labels = [f"{r.method}[{r.cell}]" for r in rows]
         grid = [[(r.attacked.get(a).mean if r.attacked.get(a) else float("nan")) for a in names] for r in rows]
         fig, ax = plt.subplots(figsize=(1.2 * len(names) + 3, 0.5 * len(rows) + 2))
@@ -312,37 +372,61 @@ def write_plots(report: Report, out: Path) -> list[Path]:
                 ax.text(j, i, "-" if v != v else f"{v:.0f}", ha="center", va="center", fontsize=8,
                         color="black" if v == v and v > 60 else "white")
         fig.colorbar(im, label="attacked test accuracy (%)")
-        ax.set_title(f"{dataset} / {model}: accuracy recovered, attacker holds {PCT * fraction:g} %")
+        ax.set_title(f"{dataset} / {model}: accuracy recovered, attacker holds {PCT * fraction:g} %, cap {epochs} epochs")
         paths.append(_save(fig, out / f"attacks_heatmap_{dataset}_{model}.png"))
     for dataset in sorted({r.dataset for r in report.attacks}):
         paths.append(_stolen_value_plot(report, dataset, out))
+        if len({r.epochs for r in report.attacks if r.dataset == dataset}) > 1:
+            paths.append(_compute_plot(report, dataset, out))
     return paths
+
+
+def _verdict_curve(ax: Any, pts: list[tuple[float, Verdict]], label: str) -> None:
+    """Stolen value against ``x`` with its one-sided bounds as the bar and each point's verdict beside it."""
+    below = [v.mean - v.lower if v.lower is not None else 0.0 for _, v in pts]
+    above = [v.upper - v.mean if v.upper is not None else 0.0 for _, v in pts]
+    ax.errorbar([x for x, _ in pts], [v.mean for _, v in pts], yerr=[below, above], marker="o", capsize=3, label=label)
+    for x, v in pts:
+        ax.annotate(v.decision, (x, v.mean), textcoords="offset points", xytext=(4, 4), fontsize=6)
+
+
+def _compute_plot(report: Report, dataset: str, out: Path) -> Path:
+    """Stolen value against the compute cap, one line per cell at each attacker share, plateaus marked."""
+    rows = [r for r in report.attacks if r.dataset == dataset]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label in sorted({(r.model, r.method, r.cell, r.fraction) for r in rows}):
+        pts = sorted((r.epochs, r.stolen) for r in rows if (r.model, r.method, r.cell, r.fraction) == label and r.stolen)
+        if pts:
+            _verdict_curve(ax, pts, f"{label[1]}[{label[2]}] ({label[0]}) at {PCT * label[3]:g} %")
+    for p in report.plateaus:
+        if p.dataset == dataset and p.epochs is not None and p.stolen is not None:
+            ax.plot([p.epochs], [p.stolen.mean], marker="*", markersize=12, color="black", linestyle="none")
+    ax.axhline(report.tolerance, color="grey", linestyle=":", label=f"tolerance ({report.tolerance:g} points)")
+    ax.set(xscale="symlog", xlabel="attacker's compute cap (epoch-equivalents over its own data)",
+           ylabel="stolen value (points)", title=f"{dataset}: stolen value against compute (★ plateau)")
+    ax.legend(fontsize=7)
+    return _save(fig, out / f"stolen_vs_compute_{dataset}.png")
 
 
 def _stolen_value_plot(report: Report, dataset: str, out: Path) -> Path:
     """Left: the best attack's and scratch's accuracy against the attacker's share. Right: the stolen value
     with its one-sided 95 % bounds (the bar spans lower to upper), the tolerance, and each point's verdict."""
-    rows = [r for r in report.attacks if r.dataset == dataset]
+    cap = max(r.epochs for r in report.attacks if r.dataset == dataset)
+    rows = [r for r in report.attacks if r.dataset == dataset and r.epochs == cap]
     fig, (ax, sv) = plt.subplots(1, 2, figsize=(12, 4))
     for label in sorted({(r.model, r.method, r.cell) for r in rows}):
         pts = sorted((r.fraction, r.worst_case) for r in rows if (r.model, r.method, r.cell) == label and r.worst_case)
         ax.errorbar([PCT * f for f, _ in pts], [s.mean for _, s in pts], yerr=[s.std for _, s in pts], marker="o",
                     capsize=3, label=f"best attack: {label[1]}[{label[2]}] ({label[0]})")
-        pts = sorted((r.fraction, r.stolen) for r in rows if (r.model, r.method, r.cell) == label and r.stolen)
-        x = [PCT * f for f, _ in pts]
-        below = [v.mean - v.lower if v.lower is not None else 0.0 for _, v in pts]
-        above = [v.upper - v.mean if v.upper is not None else 0.0 for _, v in pts]
-        sv.errorbar(x, [v.mean for _, v in pts], yerr=[below, above], marker="o", capsize=3,
-                    label=f"{label[1]}[{label[2]}] ({label[0]})")
-        for xi, (_, v) in zip(x, pts, strict=True):
-            sv.annotate(v.decision, (xi, v.mean), textcoords="offset points", xytext=(4, 4), fontsize=6)
+        pts = sorted((PCT * r.fraction, r.stolen) for r in rows if (r.model, r.method, r.cell) == label and r.stolen)
+        _verdict_curve(sv, pts, f"{label[1]}[{label[2]}] ({label[0]})")
     for model in sorted({r.model for r in rows}):
         pts = sorted({(r.fraction, r.scratch.mean, r.scratch.std) for r in rows if r.model == model and r.scratch})
         if pts:
             ax.errorbar([PCT * f for f, _, _ in pts], [m for _, m, _ in pts], yerr=[s for _, _, s in pts], color="black",
                         linestyle="--", marker="s", capsize=3, label=f"scratch ({model})")
     ax.set(xlabel="attacker's share of the training set (%)", ylabel="test accuracy (%)", ylim=(0, 100),
-           title=f"{dataset}: stolen weights vs training from scratch")
+           title=f"{dataset}: stolen weights vs training from scratch (cap {cap} epochs)")
     ax.legend(fontsize=7)
     sv.axhline(report.tolerance, color="grey", linestyle=":", label=f"tolerance ({report.tolerance:g} points)")
     sv.set(xlabel="attacker's share of the training set (%)", ylabel="stolen value (points)",
@@ -359,10 +443,14 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def make_report(tracker: Tracker, experiment: str, out: Path, console: Console, sweep_run: str | None = None,
-                tolerance: float = DEFAULT_TOLERANCE) -> Report:
+                tolerance: float | None = None) -> Report:
     """Print the tables of one sweep (default: the experiment's newest), its verdicts held against
-    ``tolerance`` (points), write CSV/JSON/PNG under ``out``, and log them to that sweep's run."""
+    ``tolerance`` (points; default: the one the sweep ran with, else `DEFAULT_TOLERANCE`), write CSV/JSON/PNG
+    under ``out``, and log them to that sweep's run."""
     sweep_run = sweep_run or tracker.latest_sweep()
+    if tolerance is None:
+        recorded = tracker.sweep_tag(sweep_run, TOLERANCE_TAG) if sweep_run else None
+        tolerance = float(recorded) if recorded is not None else DEFAULT_TOLERANCE
     report = build_report(tracker, experiment, tracker.sweep_jobs(sweep_run) if sweep_run else None, tolerance)
     print_report(report, console)
     files = write_tables(report, out) + write_plots(report, out)

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from bench.sweep.config import DEFAULT_TOLERANCE
 from bench.sweep.plan import stable_hash
 
 Scalar = str | int | float | bool
@@ -24,8 +25,6 @@ CELL_METRICS = ("acc_clean", "acc_encrypted", "acc_decrypted", "drop_points", "e
 #: `recovery` is only meaningful where encryption really removed accuracy.
 MIN_DROP_FOR_RECOVERY = 0.05
 
-#: The stolen value (points) a protection may leave and still hold (callers pass the config's own).
-DEFAULT_TOLERANCE = 2.0
 #: Confidence of the one-sided bounds.
 CONFIDENCE = 0.95
 BROKEN, HOLDS, INCONCLUSIVE = "broken", "holds", "inconclusive"
@@ -55,12 +54,12 @@ def recovery(acc_clean: float, acc_encrypted: float, acc_attacked: float) -> flo
 
 
 # ------------------------------------------------------------------------------------- stolen value
-GROUP_KEYS = ("dataset", "model", "method", "cell", "fraction")
-
-
 @dataclass(frozen=True)
 class AttackRow:
-    """One finished attack run, reduced to what the stolen-value arithmetic needs."""
+    """One finished attack run, reduced to what the stolen-value arithmetic needs.
+
+    The attacker's budget is its data share ``fraction`` and compute cap ``epochs`` (epoch-equivalents);
+    ``failed`` says why a baseline ended at chance (its run is then no bar to measure against)."""
 
     dataset: str
     model: str
@@ -72,11 +71,14 @@ class AttackRow:
     acc_attacked: float
     val_attacked: float
     metrics: Mapping[str, float] = field(default_factory=dict)  # the cell's accuracies and the rest
+    epochs: int = 0
+    failed: str | None = None
 
 
 @dataclass(frozen=True)
 class Summary:
-    """Per (data set, model, method, protection cell, attacker fraction, seed): what the thief gains."""
+    """Per (data set, model, method, protection cell, attacker share and compute cap, seed): what the thief
+    gains. ``scratch_failed`` says why there is no scratch figure where scratch ran but ended at chance."""
 
     dataset: str
     model: str
@@ -90,6 +92,9 @@ class Summary:
     cell_metrics: Mapping[str, float]
     attacked: Mapping[str, float]  # every attack's test accuracy
     verdict: CellVerdict | None = None  # the cell's verdict across seeds, the same in each seed's summary
+    epochs: int = 0
+    scratch_failed: str | None = None
+    key_recall: Mapping[str, float] = field(default_factory=dict)  # per attack that reports changed positions
 
     @property
     def stolen_value_points(self) -> float | None:
@@ -108,23 +113,28 @@ class Summary:
 def summarize(rows: Iterable[AttackRow], reference: str = "scratch", tolerance: float = DEFAULT_TOLERANCE) -> list[Summary]:
     """The best attack per group, chosen on the attacker's own validation accuracy (the test split never
     chooses), its test accuracy, and the reference attack's accuracy for the same baseline and budget;
-    each with its cell's verdict across seeds against ``tolerance`` (points)."""
+    each with its cell's verdict across seeds against ``tolerance`` (points). A reference run that ended at
+    chance (a failed baseline) gives no scratch figure for its seed, and the summary says why."""
     rows = list(rows)
-    scratch = {(r.dataset, r.model, r.fraction, r.seed): r.acc_attacked for r in rows if r.attack == reference}
+    scratch = {(r.dataset, r.model, r.fraction, r.epochs, r.seed): r for r in rows if r.attack == reference}
     groups: dict[tuple, list[AttackRow]] = defaultdict(list)
     for r in rows:
         if r.attack != reference and r.method is not None:
-            groups[(r.dataset, r.model, r.method, r.cell, r.fraction, r.seed)].append(r)
+            groups[(r.dataset, r.model, r.method, r.cell, r.fraction, r.epochs, r.seed)].append(r)
     out = []
-    for (dataset, model, method, cell, fraction, seed), members in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    for (dataset, model, method, cell, fraction, epochs, seed), members in sorted(groups.items(), key=lambda kv: str(kv[0])):
         best = max(members, key=lambda r: (r.val_attacked, r.attack))  # ties by name: the test split never chooses
+        reference_row = scratch.get((dataset, model, fraction, epochs, seed))
+        failed = reference_row.failed if reference_row is not None else None
         out.append(
             Summary(
                 dataset=dataset, model=model, method=method, cell=cell or "", fraction=fraction, seed=seed,
                 best_attack=best.attack, worst_case_attacked=best.acc_attacked,
-                scratch_accuracy=scratch.get((dataset, model, fraction, seed)),
+                scratch_accuracy=reference_row.acc_attacked if reference_row is not None and not failed else None,
                 cell_metrics={k: best.metrics[k] for k in CELL_METRICS if k in best.metrics},
                 attacked={r.attack: r.acc_attacked for r in members},
+                epochs=epochs, scratch_failed=failed,
+                key_recall={r.attack: r.metrics["key_recall"] for r in members if "key_recall" in r.metrics},
             )
         )
     verdicts = cell_verdicts(out, tolerance)
@@ -146,12 +156,14 @@ def attack_row(result: JobResult) -> AttackRow:
         dataset=str(p["dataset"]), model=model_label(p), method=p.get("method"), cell=p.get("cell"),
         fraction=float(p["fraction"]), seed=int(p["seed"]), attack=str(p["attack"]),
         acc_attacked=m["acc_attacked"], val_attacked=m["val_attacked"], metrics=dict(m),
+        epochs=int(p.get("epochs", 0)), failed=result.tags.get("failed_baseline"),
     )
 
 
 def summary_result(s: Summary) -> JobResult:
     """A summary as a run of its own (kind ``summary``), beside the attack runs it condenses."""
-    key = {"dataset": s.dataset, "model": s.model, "method": s.method, "cell": s.cell, "fraction": s.fraction, "seed": s.seed}
+    key = {"dataset": s.dataset, "model": s.model, "method": s.method, "cell": s.cell, "fraction": s.fraction,
+           "epochs": s.epochs, "seed": s.seed}
     job_id = "summary-" + stable_hash(key)
     metrics = {**s.cell_metrics, "worst_case_attacked": s.worst_case_attacked}
     if s.scratch_accuracy is not None:
@@ -159,6 +171,8 @@ def summary_result(s: Summary) -> JobResult:
         metrics["stolen_value_points"] = s.stolen_value_points  # type: ignore[assignment]
     metrics.update({f"acc_attacked.{a}": v for a, v in s.attacked.items()})
     tags = {"kind": "summary", "job_id": job_id}
+    if s.scratch_failed:
+        tags["scratch_failed"] = s.scratch_failed
     if s.verdict is not None:
         for prefix, v in (("verdict", s.verdict.stolen), ("clean_gain", s.verdict.clean_gain)):
             if v is not None:
@@ -168,7 +182,7 @@ def summary_result(s: Summary) -> JobResult:
         tags["trusted"] = s.verdict.trust
         if s.verdict.warnings:
             tags["calibration"] = "; ".join(s.verdict.warnings)
-    name = f"{s.dataset}/{s.model}/{s.method}[{s.cell}]/summary@{s.fraction:.0%}/seed={s.seed}"
+    name = f"{s.dataset}/{s.model}/{s.method}[{s.cell}]/summary@{s.fraction:.0%},{s.epochs}ep/seed={s.seed}"
     return JobResult(job_id, "summary", name, params={**key, "best_attack": s.best_attack}, metrics=metrics, tags=tags)
 
 
@@ -199,8 +213,8 @@ def differs(a: Spread | None, b: Spread | None) -> bool:
 
 
 def cell_key(s: Summary) -> tuple:
-    """A summary's cell across seeds: (data set, model, method, protection cell, attacker fraction)."""
-    return (s.dataset, s.model, s.method, s.cell, s.fraction)
+    """A summary's cell across seeds: (data set, model, method, protection cell, attacker share, compute cap)."""
+    return (s.dataset, s.model, s.method, s.cell, s.fraction, s.epochs)
 
 
 def by_seed_groups(summaries: Iterable[Summary]) -> dict[tuple, list[Summary]]:
@@ -297,9 +311,9 @@ def cell_verdicts(summaries: Iterable[Summary], tolerance: float = DEFAULT_TOLER
     """Every cell's `CellVerdict`, by `cell_key`."""
     groups = by_seed_groups(summaries)
     stolen = {key: verdict([s.stolen_value_points for s in ss], tolerance) for key, ss in groups.items()}
-    settings: dict[tuple, list[tuple]] = defaultdict(list)  # (data set, model, fraction) -> its cells
+    settings: dict[tuple, list[tuple]] = defaultdict(list)  # (data set, model, share, cap) -> its cells
     for key in groups:
-        settings[(key[0], key[1], key[4])].append(key)
+        settings[(key[0], key[1], key[4], key[5])].append(key)
     out = {}
     for keys in settings.values():
         by_seed = {s.seed: s.clean_gain_points for key in keys for s in groups[key] if s.clean_gain_points is not None}
@@ -312,7 +326,7 @@ def cell_verdicts(summaries: Iterable[Summary], tolerance: float = DEFAULT_TOLER
 def calibration(stolen: Mapping[tuple, Verdict | None], clean_gain: Verdict | None) -> tuple[bool | None, tuple[str, ...]]:
     """(trusted, warnings) for the cells of one data set, model and attacker share, from their controls."""
     checked, warnings = False, []
-    for (_, _, method, cell, _), v in stolen.items():
+    for (_, _, method, cell, *_), v in stolen.items():
         if v is None:
             continue
         if method == NEGATIVE_CONTROL and clean_gain is not None and clean_gain.decision == BROKEN:

@@ -27,6 +27,7 @@ from common.errors import first_line
 
 PARENT_TAG = "mlflow.parentRunId"
 SWEEP_JOBS = "jobs.json"
+TOLERANCE_TAG = "report.tolerance"  # on the sweep run: the tolerance its verdicts were held against
 MAX_PARAM = 6000
 MAX_TAG = 5000
 
@@ -176,6 +177,14 @@ class Tracker:
             except Exception:  # no such artifact: a sweep logged before job lists were kept
                 return None
             return set(json.loads(Path(path).read_text()))
+
+    def tag_sweep(self, run_id: str, tags: dict[str, str]) -> None:
+        """Tags of the sweep run that a rerun may change (params are immutable): how its results are judged."""
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+
+    def sweep_tag(self, run_id: str, key: str) -> str | None:
+        return self.client.get_run(run_id).data.tags.get(key)
 
     def close_sweep(self, run_id: str, status: str, metrics: dict[str, float] | None = None) -> None:
         self._log(run_id, metrics=metrics or {})

@@ -270,6 +270,10 @@ def key_scores(changed: dict[str, torch.Tensor] | None, key: protect.SecretKey) 
 
 @dataclass(frozen=True)
 class AttackOutcome:
+    """One tuned attack scored: test and attacker-val accuracy, the compute its whole study spent
+    (epoch-equivalents, never above the cap; validation passes apart), key scores where a key is known, and
+    ``failed_baseline``: why a baseline's best model ended at chance (None when it learned)."""
+
     attack: str
     acc_attacked: float
     val_before: float
@@ -279,6 +283,9 @@ class AttackOutcome:
     seconds: float
     key_precision: float | None
     key_recall: float | None
+    compute_epochs: float
+    forward_epochs: float
+    failed_baseline: str | None = None
 
 
 def attacker_data(ds: DataSet, *, seed: int, fraction: float, owner_count: int, val_fraction: float = 0.2) -> AttackerData:
@@ -324,4 +331,7 @@ def attack_model(
         seconds=seconds,
         key_precision=scores[0] if scores else None,
         key_recall=scores[1] if scores else None,
+        compute_epochs=tuned.compute_epochs,
+        forward_epochs=sum(t.forward_epochs for t in tuned.trials),
+        failed_baseline=tuned.result.info.get("failed_baseline"),
     )
