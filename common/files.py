@@ -1,11 +1,21 @@
-"""Atomic file writes: a reader sees the old file or the new one, never a partial one."""
+"""Atomic file writes (a reader sees the old file or the new one, never a partial one) and file digests."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+
+def sha256(path: str | os.PathLike[str]) -> str:
+    """The file's SHA-256, hex: what a job records of each file it writes, and checks before reading one."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_atomic(path: str | os.PathLike[str], content: bytes | Callable[[str], None], *, mode: int = 0o644) -> None:

@@ -425,6 +425,7 @@ def test_report_on_an_empty_store_is_refused(capsys, tmp_path: Path) -> None:
     # A store with no experiment of ours, and naming an experiment it lacks: one line each.
     assert_refused(cli(capsys, "report", "--tracking-uri", uri), "no experiment in", uri)
     assert_refused(cli(capsys, "report", "nope", "--tracking-uri", uri), "no experiment named 'nope'")
+    assert_refused(cli(capsys, "report", "--tolerance", "-1", "--tracking-uri", uri), "--tolerance -1 must be")
 
 
 def test_report_on_a_new_store_prints_only_the_error(capsys, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from sweep_helpers import runs_by_kind, tiny_config
 
 from bench.sweep import driver
@@ -69,6 +70,24 @@ def test_sweep_logs_every_job_nested_and_resumes_without_duplicates(ray_session,
     healed = run_sweep(cfg)
     assert healed.ok and healed.counts["encrypt"] == Counter(done=1, skipped=1)
     assert sum(c["done"] for c in healed.counts.values()) == 1
+
+    # Files are trusted for the bytes their job recorded, not for existing: a baseline altered in place (same
+    # size) and a truncated key are rebuilt, and said so; every job keeps exactly one record.
+    [baseline] = (tmp_path / "storage" / "baselines").glob("*.safetensors")
+    data = bytearray(baseline.read_bytes())
+    data[-1] ^= 0xFF
+    baseline.write_bytes(bytes(data))
+    key = next((tmp_path / "storage" / "keys").glob("*.key"))
+    key.write_bytes(key.read_bytes()[:-7])
+    console = Console(record=True, width=2000)
+    rebuilt = run_sweep(cfg, console=console)
+    said = console.export_text()
+    assert rebuilt.ok and rebuilt.counts["train"] == Counter(done=1) and rebuilt.counts["encrypt"] == Counter(done=1, skipped=1)
+    assert f"{baseline} is not the one it wrote (SHA-256 differs: altered or truncated)" in said
+    assert f"its key file {key} is not the one it wrote" in said
+    final = runs_by_kind(cfg.tracking.uri, cfg.experiment)
+    ids = Counter(r.data.tags["job_id"] for kind in ("train", "encrypt", "attack", "summary") for r in final[kind])
+    assert set(ids.values()) == {1}, "a rebuilt job replaces its record"
 
     report = build_report(Tracker(cfg.tracking.uri, cfg.experiment), cfg.experiment)
     assert {r.method for r in report.protection} == {"advparams", "random"}

@@ -39,13 +39,11 @@ from rich.table import Table
 
 from bench.errors import BenchError
 from bench.sweep.config import SweepConfig
-from bench.sweep.jobs import JobContext, run_job
+from bench.sweep.jobs import JobContext, damaged_output, output_files, run_job
 from bench.sweep.plan import (
-    EncryptJob,
     Job,
     Plan,
     Storage,
-    TrainJob,
     dependencies,
     plan_for,
     stable_hash,
@@ -74,12 +72,21 @@ execute = ray.remote(run_job)
 
 
 def outputs_exist(job: Job, storage: Storage) -> bool:
-    """A finished train or encrypt job is only skipped while the files its dependants read are still there."""
-    if isinstance(job, TrainJob):
-        return storage.baseline(job).is_file()
-    if isinstance(job, EncryptJob):
-        return storage.encrypted(job).is_file() and storage.key(job).is_file()
-    return True
+    """Whether the files a job writes for its dependants are there (a quick look, before the store is read)."""
+    return all(path.is_file() for path in output_files(job, storage).values())
+
+
+def to_run(plan: Plan, finished: dict[str, JobResult], storage: Storage, console: Console) -> set[str]:
+    """The ids of the jobs left: those without a finished run, and finished ones whose files are not the bytes
+    they wrote (missing, altered or truncated: rebuilt, and said so, never used)."""
+    left = set()
+    for job in plan.jobs:
+        if job.id not in finished:
+            left.add(job.id)
+        elif problem := damaged_output(job, storage, finished[job.id]):
+            console.print(f"rebuilding {job.name}: {problem}", markup=False, highlight=False)
+            left.add(job.id)
+    return left
 
 
 def stages(plan: Plan, cfg: SweepConfig) -> list[list[Job]]:
@@ -174,11 +181,13 @@ def preflight(cfg: SweepConfig, ctx: JobContext, *, on_cluster: bool, console: C
     share holds at least 2 samples), and the storage folder can be written.
 
     The data sets are loaded in a child process: loaded here, they would stay in the driver's memory for the
-    whole sweep (a process keeps what it loaded; 2 GB for configs/paper.yaml). Joining a cluster, the nodes
+    whole sweep (a process keeps what it loaded; 2 GB for configs/paper.yaml). The child is spawned, not
+    forked: a fork of a process whose torch thread pool has run hangs in the child's first parallel
+    operation (seen in the test session). Joining a cluster, the nodes
     may reach data and storage this machine does not: a problem here is then a note, and the jobs find out
     on the nodes.
     """
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as child:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
         problems = child.submit(_size_problems, cfg, ctx).result()
     try:
         Storage(ctx.storage).check_writable()
@@ -311,7 +320,7 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
         started = start_ray() if surely_left else False
         try:
             tracker, finished = opening.result()
-            left = {job.id for job in plan.jobs if not (job.id in finished and outputs_exist(job, storage))}
+            left = to_run(plan, finished, storage, console)
             if left and not surely_left:
                 check()
                 started = start_ray()
@@ -395,7 +404,7 @@ def _log_summaries(tracker: Tracker, parent: str, rows: list[AttackRow], logged:
     for summary in summarize(rows, tolerance=tolerance):
         result = summary_result(summary)
         if not _recorded(result, logged.get(result.job_id)):
-            tracker.replace_result(result, parent)
+            tracker.log_result(result, parent)
 
 
 def _recorded(result: JobResult, run: JobResult | None) -> bool:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from attacks import AttackerBudget
+from bench.errors import BenchError
 from bench.sweep.config import SweepConfig
 from bench.sweep.plan import AttackJob, EncryptJob, Job, Storage, TrainJob
 from bench.sweep.results import CELL_METRICS, JobResult, recovery
@@ -33,6 +34,7 @@ from bench.zoo.workflow import (
 )
 from common import acceleration
 from common.acceleration import Acceleration
+from common.files import sha256
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,46 @@ def _environment_tags() -> dict[str, str]:
     return {"host": platform.node(), "device": f"{device.type}:{name}", **acceleration.current().describe(device)}
 
 
+# ------------------------------------------------------------------------------------------- verified files
+DIGEST_TAG = "sha256."  # + the file's role: a job's result records the digest of each file it wrote
+
+
+def output_files(job: Job, storage: Storage) -> dict[str, Path]:
+    """The files a job writes for its dependants, by role."""
+    if isinstance(job, TrainJob):
+        return {"baseline": storage.baseline(job)}
+    if isinstance(job, EncryptJob):
+        return {"model": storage.encrypted(job), "key": storage.key(job)}
+    return {}
+
+
+def _digest_tags(job: Job, storage: Storage) -> dict[str, str]:
+    return {DIGEST_TAG + role: sha256(path) for role, path in output_files(job, storage).items()}
+
+
+def damaged_output(job: Job, storage: Storage, result: JobResult) -> str | None:
+    """Why the files a finished job wrote cannot be used (missing, unreadable, or not the bytes its result
+    recorded: altered or truncated), or None when they are intact. A result without digests (written before
+    they were recorded) is checked for the files' existence only."""
+    for role, path in output_files(job, storage).items():
+        recorded = result.tags.get(DIGEST_TAG + role)
+        try:
+            if not path.is_file():
+                return f"its {role} file {path} is missing"
+            if recorded is not None and sha256(path) != recorded:
+                return f"its {role} file {path} is not the one it wrote (SHA-256 differs: altered or truncated)"
+        except OSError as err:
+            return f"its {role} file {path} cannot be read: {err.strerror or err}"
+    return None
+
+
+def _check_input(job: Job, storage: Storage, result: JobResult) -> None:
+    """Refuse to read an upstream job's files that are not the bytes it wrote (a rerun rebuilds them)."""
+    problem = damaged_output(job, storage, result)
+    if problem:
+        raise BenchError(f"upstream job {job.name}: {problem}; rerun the sweep to rebuild it")
+
+
 def _train_params(job: TrainJob) -> dict:
     return {"dataset": job.dataset, "model": job.model, "train_seed": job.seed,
             **{f"model.{k}": v for k, v in job.model_args.items()},
@@ -85,7 +127,7 @@ def run_train(job: TrainJob, ctx: JobContext) -> JobResult:
         job.id, "train", job.name,
         params={**_train_params(job), "seed": job.seed, "job_id": job.id},
         metrics={"acc_clean": acc, "train_seconds": time.perf_counter() - start},
-        tags={"kind": "train", "job_id": job.id, **_environment_tags()},
+        tags={"kind": "train", "job_id": job.id, **_environment_tags(), **_digest_tags(job, storage)},
     )
 
 
@@ -102,6 +144,7 @@ def run_encrypt(job: EncryptJob, ctx: JobContext, train: JobResult, match: JobRe
     import protect
 
     storage = ctx.prepare()
+    _check_input(job.train, storage, train)
     max_params = job.budget["max_params"]
     if match is not None:
         max_params = max(1, int(match.metrics["num_encrypted"]))
@@ -125,7 +168,8 @@ def run_encrypt(job: EncryptJob, ctx: JobContext, train: JobResult, match: JobRe
             "total_params": float(outcome.total_params), "encrypt_seconds": outcome.seconds,
             "decrypt_bit_exact": float(exact), **stats,
         },
-        tags={"kind": "encrypt", "job_id": job.id, "key_fingerprint": outcome.key_fingerprint, **_environment_tags()},
+        tags={"kind": "encrypt", "job_id": job.id, "key_fingerprint": outcome.key_fingerprint, **_environment_tags(),
+              **_digest_tags(job, storage)},
     )
 
 
@@ -134,6 +178,7 @@ def run_attack(job: AttackJob, ctx: JobContext, train: JobResult, encrypt: JobRe
     storage = ctx.prepare()
     ds = ctx.dataset(job.train)
     if job.encrypt is not None:
+        _check_input(job.encrypt, storage, encrypt)
         model, _ = load_model(storage.encrypted(job.encrypt), device=compute_device())
     else:  # an attack that ignores the weights gets the architecture alone, never trained weights
         torch.manual_seed(job.seed)

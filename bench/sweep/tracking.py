@@ -124,7 +124,7 @@ class Tracker:
         except Exception as err:  # connection refused, bad URI, store errors: one line for the user
             raise BenchError(f"cannot open MLflow store {uri!r}: {first_line(err, 300)}") from None
         self.code = code_tags()
-        self._unfinished: set[str] | None = None  # job ids with runs not FINISHED; None: not read yet
+        self._recorded: set[str] | None = None  # job ids with a run in the store; None: not read yet
 
     # ---------------------------------------------------------------------------------------- reading
     def runs(self, filter_string: str = "") -> list[Any]:
@@ -138,15 +138,15 @@ class Tracker:
 
     def finished(self) -> dict[str, JobResult]:
         """Results of every job with a FINISHED run, by job id (the newest run wins). Also notes which jobs
-        have runs that did not finish, so logging a job's success looks for old runs to remove only there."""
+        have runs at all, so logging a job looks for its old runs to remove only there."""
         found: dict[str, JobResult] = {}
-        self._unfinished = set()
+        self._recorded = set()
         for run in sorted(self.runs(), key=lambda r: r.info.start_time):
             job_id = run.data.tags.get("job_id")
             if job_id and run.info.status == "FINISHED":
                 found[job_id] = result_from_run(run)
-            elif job_id:
-                self._unfinished.add(job_id)
+            if job_id:
+                self._recorded.add(job_id)
         return found
 
     # ---------------------------------------------------------------------------------------- writing
@@ -191,8 +191,10 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
 
     def log_result(self, result: JobResult, parent_id: str) -> str:
-        """One run for one job; once it finishes, the job's earlier FAILED runs are removed (those in the store
-        when `finished` read it, and those this tracker logged; without that read, every one)."""
+        """The one run of a job: its earlier runs, FAILED or FINISHED (a retry, a rebuild after its file was
+        lost), are removed once this one is logged, so the store holds exactly one record per job id (looked
+        for among the jobs with runs when `finished` read the store, and those this tracker logged; without
+        that read, every job)."""
         tags = {**result.tags, PARENT_TAG: parent_id, "job_id": result.job_id, "kind": result.kind, **self.code}
         if result.error:
             tags["error"] = result.error[:MAX_TAG]
@@ -202,19 +204,12 @@ class Tracker:
         for name, text in result.artifacts.items():
             self.client.log_text(run_id, text, name)
         self.client.set_terminated(run_id, status=result.status)
-        if result.status != "FINISHED" and self._unfinished is not None:
-            self._unfinished.add(result.job_id)
-        elif result.status == "FINISHED" and (self._unfinished is None or result.job_id in self._unfinished):
-            for old in self.runs(f"tags.job_id = '{result.job_id}' and attributes.status != 'FINISHED'"):
-                self.client.delete_run(old.info.run_id)
-        return run_id
-
-    def replace_result(self, result: JobResult, parent_id: str) -> str:
-        """Log ``result`` and delete older runs of the same job id (summaries are recomputed each time)."""
-        old = self.runs(f"tags.job_id = '{result.job_id}'")
-        run_id = self.log_result(result, parent_id)
-        for run in old:
-            self.client.delete_run(run.info.run_id)
+        if self._recorded is None or result.job_id in self._recorded:
+            for old in self.runs(f"tags.job_id = '{result.job_id}'"):
+                if old.info.run_id != run_id:
+                    self.client.delete_run(old.info.run_id)
+        if self._recorded is not None:
+            self._recorded.add(result.job_id)
         return run_id
 
     def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
