@@ -335,12 +335,9 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> None:
-    import subprocess
+    from bench.sweep.ui import serve
 
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.tracking_uri,
-               "--host", args.host, "--port", str(args.port)]
-    console.print(f"MLflow UI on http://{args.host}:{args.port} (store {args.tracking_uri}); Ctrl-C stops it")
-    subprocess.run(command, check=False)
+    serve(args.tracking_uri, args.host, args.port, args.experiment, announce=console.print)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -502,7 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stolen value a protection may leave and still hold (default: the sweep's report.tolerance)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("ui", help="start the MLflow UI on the store", description="Start the MLflow UI on a tracking store.")
+    p = sub.add_parser("ui", help="start the MLflow UI on the store",
+                       description="Start the MLflow UI on a sweep's store, opened on its comparison (the summary "
+                                   "runs); SIGTERM or Ctrl-C ends it.")
+    p.add_argument("experiment", nargs="?", help="MLflow experiment to open (default: the newest)")
     p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)

@@ -18,7 +18,7 @@ import socket
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +51,7 @@ from bench.sweep.plan import (
 from bench.sweep.results import (
     AttackRow,
     JobResult,
+    Summary,
     attack_row,
     summarize,
     summary_result,
@@ -61,6 +62,7 @@ from bench.sweep.tracking import (
     Tracker,
     check_uri,
     is_new_store,
+    same_metrics,
     wait_for_server,
 )
 from bench.zoo.data import make_splits
@@ -377,7 +379,8 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
             bar.update(ready=0)
         rows = [attack_row(r) for r in outcome.results.values() if r.kind == "attack" and r.status == "FINISHED"]
         with ThreadPoolExecutor(1) as pool:  # every job has ended: Ray is no longer needed
-            logged = pool.submit(_log_summaries, tracker, parent, rows, finished, cfg.report.tolerance)
+            logged = pool.submit(_log_summaries, tracker, parent, rows, finished, cfg.report.tolerance,
+                                 partial(grouping_params, plan, cfg))
             if started:
                 ray.shutdown()
                 started = False
@@ -396,13 +399,26 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
     return outcome
 
 
+def grouping_params(plan: Plan, cfg: SweepConfig, summary: Summary) -> dict[str, Any]:
+    """What a summary run is grouped, filtered and charted by in the MLflow UI, as numbers: the protection
+    budget of its cell as configured (a matched control's own count is its `encrypted_pct`; a method that
+    changes all weights has none), the attacker's share in percent and its tuning trials (the compute cap,
+    `epochs`, is a param of every summary already)."""
+    params: dict[str, Any] = {"attacker_pct": round(100 * summary.fraction, 6), "trials": cfg.attacks.trials}
+    if summary.cell != ALL_CELLS:
+        budget = next(job.budget for job in plan.encrypts if job.cell == summary.cell)
+        params.update({"budget.max_params": budget["max_params"], "budget.eps": budget["eps"]})
+    return params
+
+
 def _log_summaries(tracker: Tracker, parent: str, rows: list[AttackRow], logged: dict[str, JobResult],
-                   tolerance: float) -> None:
-    """Log the summaries of the attack ``rows`` (verdicts against ``tolerance``), each replacing its earlier run;
-    one that the store already holds as it is (``logged``, as `Tracker.finished` read it) is left alone, so a
-    rerun with nothing new writes nothing."""
+                   tolerance: float, params: Callable[[Summary], dict[str, Any]]) -> None:
+    """Log the summaries of the attack ``rows`` (verdicts against ``tolerance``) with their grouping ``params``,
+    each replacing its earlier run; one that the store already holds as it is (``logged``, as
+    `Tracker.finished` read it) is left alone, so a rerun with nothing new writes nothing."""
     for summary in summarize(rows, tolerance=tolerance):
         result = summary_result(summary)
+        result.params.update(params(summary))
         if not _recorded(result, logged.get(result.job_id)):
             tracker.log_result(result, parent)
 
@@ -410,7 +426,7 @@ def _log_summaries(tracker: Tracker, parent: str, rows: list[AttackRow], logged:
 def _recorded(result: JobResult, run: JobResult | None) -> bool:
     """Whether ``run`` (read back from MLflow: params as strings) records ``result`` as it is."""
     return (run is not None and run.status == "FINISHED"
-            and run.metrics == {k: float(v) for k, v in result.metrics.items() if v is not None}
+            and same_metrics(run.metrics, {k: float(v) for k, v in result.metrics.items() if v is not None})
             and run.params == {k: str(v)[:MAX_PARAM] for k, v in result.params.items()}
             and all(run.tags.get(k) == str(v) for k, v in result.tags.items()))
 

@@ -457,5 +457,7 @@ def make_report(tracker: Tracker, experiment: str, out: Path, console: Console, 
     if sweep_run:
         for path in files:
             tracker.log_artifact(sweep_run, path, "report")
+        for name, rows in report_records(report).items():  # as MLflow tables too: the UI shows them as such
+            tracker.log_table(sweep_run, [_flat(r) for r in rows], f"tables/{name}.json")
     console.print(f"report written to {out}/ ({len(files)} files)" + (", logged to the sweep's run" if sweep_run else ""))
     return report

@@ -7,9 +7,12 @@ same store is the sweep's memory: a job whose id has a FINISHED run is skipped w
 
 from __future__ import annotations
 
+import getpass
 import http.client
 import json
+import math
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -18,8 +21,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
 from bench.errors import BenchError
 from bench.sweep.results import JobResult
@@ -37,14 +42,41 @@ def _chunks(items: list, size: int):
         yield items[i : i + size]
 
 
+#: The comparison, as a view of MLflow's runs table that a link opens (``?viewStateShareKey=KEY``, what the
+#: UI's own "Share" button makes): the summary runs grouped by method (averaged over each group's runs),
+#: with the deciding figures as columns. The UI reads it from the experiment tag ``mlflow.sharedViewState.KEY``.
+COMPARISON_VIEW_KEY = "advparams-comparison"
+COMPARISON_VIEW_TAG = f"mlflow.sharedViewState.{COMPARISON_VIEW_KEY}"
+COMPARISON_COLUMNS = (
+    "metrics.`stolen_value_points`", "metrics.`verdict.lower`", "metrics.`verdict.upper`", "tags.`verdict`",
+    "tags.`trusted`", "metrics.`worst_case_attacked`", "metrics.`scratch_accuracy`", "metrics.`encrypted_pct`",
+    "params.`best_attack`", "params.`budget.max_params`", "params.`budget.eps`", "params.`attacker_pct`",
+    "params.`dataset`", "params.`model`", "params.`seed`",
+)
+COMPARISON_VIEW = {
+    "searchFilter": "tags.kind = 'summary'",
+    "selectedColumns": list(COMPARISON_COLUMNS),
+    "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "param", "groupByData": "method"}]},
+}
+#: The experiment marked as holding model-training runs (MLflow 3's UI would open its GenAI overview:
+#: traces, token usage), and the comparison view.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development",
+                   COMPARISON_VIEW_TAG: json.dumps(COMPARISON_VIEW)}
+
+
 def code_tags() -> dict[str, str]:
-    """The code a run came from: git commit (when in a checkout) and package versions."""
-    tags = {}
+    """The code a run came from, in MLflow's standard source tags (the UI's Source and Version columns), and
+    the package versions."""
+    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": f"advparams ({Path(sys.argv[0]).name})"}
+    try:
+        tags["mlflow.user"] = getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (a container)
+        pass
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                                 cwd=Path(__file__).resolve().parent)
         if commit.returncode == 0:
-            tags["git_commit"] = commit.stdout.strip()
+            tags["mlflow.source.git.commit"] = commit.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
     for pkg in ("advparams", "torch", "torchvision", "ray", "mlflow", "optuna", "torch-pruning"):
@@ -53,6 +85,51 @@ def code_tags() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return tags
+
+
+# ----------------------------------------------------------------------------------------- units
+#: Inside the code accuracies and shares are fractions (0.983); wherever a user reads them (MLflow, reports,
+#: plots) they are percent (98.3), and differences of accuracies are points. The store's side of that
+#: convention is applied here, when a result is logged and when it is read back: each metric below is
+#: logged times 100, under the name on the right.
+PERCENT_METRICS = {
+    "acc_clean": "acc_clean", "acc_encrypted": "acc_encrypted", "acc_decrypted": "acc_decrypted",
+    "acc_attacked": "acc_attacked", "val_attacked": "val_attacked", "val_encrypted": "val_encrypted",
+    "worst_case_attacked": "worst_case_attacked", "scratch_accuracy": "scratch_accuracy",
+    "encrypted_fraction": "encrypted_pct", "recovery": "recovery", "key_precision": "key_precision",
+    "key_recall": "key_recall",
+}
+#: Every attack's accuracy in a summary run: `acc_attacked.NAME`.
+PERCENT_PREFIXES = ("acc_attacked.",)
+#: The tag that says a run's metrics follow `PERCENT_METRICS` (runs logged before it are read as they are).
+UNITS_TAG, PERCENT = "units", "percent"
+_FROM_STORE = {shown: name for name, shown in PERCENT_METRICS.items()}
+
+
+def to_store(metrics: dict[str, float | None]) -> dict[str, float]:
+    """Metrics as MLflow shows them: fractions as percent (renamed where the name says fraction)."""
+    out = {}
+    for name, value in metrics.items():
+        if value is None:
+            continue
+        if name in PERCENT_METRICS or name.startswith(PERCENT_PREFIXES):
+            out[PERCENT_METRICS.get(name, name)] = 100.0 * float(value)
+        else:
+            out[name] = float(value)
+    return out
+
+
+def from_store(metrics: dict[str, float]) -> dict[str, float]:
+    """The inverse of `to_store`."""
+    return {_FROM_STORE.get(name, name): (value / 100.0 if name in _FROM_STORE or name.startswith(PERCENT_PREFIXES)
+                                          else value)
+            for name, value in metrics.items()}
+
+
+def same_metrics(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Whether two sets of metrics hold the same figures (a read-back percent divided by 100 may differ from
+    the fraction it came from in the last bit)."""
+    return a.keys() == b.keys() and all(math.isclose(a[k], b[k], rel_tol=1e-9, abs_tol=1e-12) for k in a)
 
 
 def default_artifact_root(uri: str) -> str | None:
@@ -121,6 +198,9 @@ class Tracker:
                 if found is not None
                 else self.client.create_experiment(experiment, artifact_location=default_artifact_root(uri))
             )
+            for key, value in EXPERIMENT_TAGS.items():  # also on an experiment an older version created
+                if found is None or found.tags.get(key) != value:
+                    self.client.set_experiment_tag(self.experiment_id, key, value)
         except Exception as err:  # connection refused, bad URI, store errors: one line for the user
             raise BenchError(f"cannot open MLflow store {uri!r}: {first_line(err, 300)}") from None
         self.code = code_tags()
@@ -195,12 +275,13 @@ class Tracker:
         lost), are removed once this one is logged, so the store holds exactly one record per job id (looked
         for among the jobs with runs when `finished` read the store, and those this tracker logged; without
         that read, every job)."""
-        tags = {**result.tags, PARENT_TAG: parent_id, "job_id": result.job_id, "kind": result.kind, **self.code}
+        tags = {**result.tags, PARENT_TAG: parent_id, "job_id": result.job_id, "kind": result.kind, **self.code,
+                UNITS_TAG: PERCENT}
         if result.error:
             tags["error"] = result.error[:MAX_TAG]
         run = self.client.create_run(self.experiment_id, run_name=result.name, tags=tags)
         run_id = run.info.run_id
-        self._log(run_id, params=result.params, metrics=result.metrics)
+        self._log(run_id, params=result.params, metrics=to_store(result.metrics))
         for name, text in result.artifacts.items():
             self.client.log_text(run_id, text, name)
         self.client.set_terminated(run_id, status=result.status)
@@ -215,6 +296,20 @@ class Tracker:
     def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), folder)
 
+    def log_table(self, run_id: str, rows: list[dict[str, Any]], artifact_file: str) -> None:
+        """``rows`` as an MLflow table (the UI shows it as one, and `mlflow.load_table` reads it), replacing an
+        earlier one: `MlflowClient.log_table` would append a rerun's rows to it. So the file is written in
+        its format and the run tagged as it does."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            pd.DataFrame(rows).to_json(path, orient="split", index=False, date_format="iso")
+            folder = str(Path(artifact_file).parent)
+            self.client.log_artifact(run_id, str(path), None if folder == "." else folder)
+        logged = json.loads(self.client.get_run(run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+        entry = {"path": artifact_file, "type": "table"}
+        if entry not in logged:
+            self.client.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([*logged, entry]))
+
     def _log(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None) -> None:
         now = int(time.time() * 1000)
         ps = [Param(k, str(v)[:MAX_PARAM]) for k, v in (params or {}).items()]
@@ -226,15 +321,16 @@ class Tracker:
 
 
 def result_from_run(run: Any) -> JobResult:
-    """A JobResult read back from MLflow (params come back as strings)."""
+    """A JobResult read back from MLflow (params come back as strings, metrics in the code's units)."""
     tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+    percent = tags.pop(UNITS_TAG, None) == PERCENT
     return JobResult(
         job_id=tags.get("job_id", ""),
         kind=tags.get("kind", ""),
         name=run.info.run_name or "",
         status=run.info.status,
         params=dict(run.data.params),
-        metrics=dict(run.data.metrics),
+        metrics=from_store(dict(run.data.metrics)) if percent else dict(run.data.metrics),
         tags=tags,
         error=tags.get("error"),
     )
