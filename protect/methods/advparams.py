@@ -6,9 +6,14 @@ Technique via Adversarial Perturbation Based Parameter Encryption", 2021, arXiv:
 Only the paper's abstract is available, so the loop below is this project's reading of it, with the
 open choices made explicit: each step runs the owner samples once (model in eval mode) for the mean
 loss (option ``loss``), its gradient w.r.t. the candidate weights and the current accuracy; it stops
-once accuracy is at or below the target, otherwise it moves the ``params_per_step`` best-ranked, not
-yet moved scalars by ``eps`` along the sign of their gradient (FGSM applied to parameters), and it
-stops when ``max_params`` scalars have changed. Option ``rank`` picks the ranking.
+once accuracy is at or below the target, otherwise it moves the best-ranked, not yet moved scalars by
+``eps`` along the sign of their gradient (FGSM applied to parameters), and it stops when ``max_params``
+scalars have changed. Option ``rank`` picks the ranking. Option ``schedule`` picks how many scalars a
+step moves, and so the cost, since each step is one pass over the owner samples: ``fixed`` moves
+``params_per_step`` (one pass per scalar at the default budget); ``halving`` moves half of what the budget
+still allows, but never less than a quarter of it, so whatever the budget it takes at most three passes
+(more only if a step finds fewer movable scalars than it asks for), the largest step first, while the
+model is farthest from the target.
 """
 
 from __future__ import annotations
@@ -18,8 +23,13 @@ from typing import Any
 import torch
 
 from common.params import Param
+from protect.budget import Budget
 from protect.owner_data import owner_pass
 from protect.registry import EncryptionRun, register_method
+
+#: Schedule ``halving`` never moves fewer than 1/SMALLEST_SHARE of ``max_params`` in a step: at most
+#: SMALLEST_SHARE - 1 steps (1/2, 1/4, 1/4).
+SMALLEST_SHARE = 4
 
 OPTIONS = (
     Param(
@@ -33,6 +43,13 @@ OPTIONS = (
         help="what is ascended: ce (the mean cross-entropy) or margin (the true class's logit margin over "
         "the best other class, counted only on samples still classified right, so moves go where they flip "
         "predictions; accuracy can then fall below chance instead of stalling at one predicted class)",
+    ),
+    Param(
+        "schedule", "choice", "halving", choices=("halving", "fixed"),
+        help=f"scalars moved per step, each step one pass over the owner samples: halving (half of those the "
+        f"budget still allows, never fewer than max_params/{SMALLEST_SHARE} nor params_per_step: at most "
+        f"{SMALLEST_SHARE - 1} passes whatever the budget) or fixed (params_per_step per step: one pass per "
+        "scalar at the default budget, the loop before this option)",
     ),
 )
 
@@ -61,7 +78,7 @@ def advparams(run: EncryptionRun) -> dict[str, Any]:
                 for n, g in zip(candidates.names, result.grads, strict=True)
             ]
         )
-        wanted = min(budget.params_per_step, budget.max_params - ledger.count, len(scores))
+        wanted = min(step_size(run.options["schedule"], budget, ledger.count), len(scores))
         top = scores.topk(wanted)
         picked = top.indices[top.values > 0]
         if not len(picked):
@@ -71,6 +88,14 @@ def advparams(run: EncryptionRun) -> dict[str, Any]:
             ledger.apply(name, local, signs[name][local.to(device)])
         run.report_progress()
     return {"steps": steps, "forward_backward_passes": passes, "stop_reason": reason}
+
+
+def step_size(schedule: str, budget: Budget, changed: int) -> int:
+    """How many scalars the next step moves once ``changed`` have; never more than the budget allows."""
+    left = budget.max_params - changed
+    if schedule == "fixed":
+        return min(budget.params_per_step, left)
+    return min(max(-(-left // 2), -(-budget.max_params // SMALLEST_SHARE), budget.params_per_step), left)
 
 
 def _score(run: EncryptionRun, name: str, grad: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
