@@ -5,12 +5,12 @@ prints one markdown fragment (machine, command, five tables) for BENCHMARKS.md; 
 from this run. Measurements, with the torch threads of the config's jobs (``jobs.<kind>.num_cpus``):
 
 1. Encryption cost: AdvParams at budgets of 8 to 256 scalars (first seed, the config's eps, target and
-   options) under each step schedule, the one-scalar-per-pass loop (``fixed``) beside the default, on each
+   options) with the one-scalar-per-pass loop (schedule ``fixed``, every owner sample) beside the defaults, on each
    of the config's data set and model pairs, plus Fashion-MNIST / LeNet-5 and CIFAR-10 / compact VGG when
    ``$ADVPARAMS_DATA_ROOT`` is set. Baselines are trained once and cached in the config's storage folder; the
    encryption's forward+backward passes and seconds (with the encrypt job's threads) are set against one
    training epoch of the same model on the same data (with the train job's threads and batch size), and
-   the drop in test accuracy of each schedule is printed beside its cost. ``--encryption-only`` runs this
+   the drop in test accuracy of each is printed beside its cost. ``--encryption-only`` runs this
    part alone (with the one epoch per model that its shares need).
 2. Mixed precision and channels_last: one epoch and one evaluation of the same models under each setting
    of `common.acceleration`, on the compute device (CUDA when present).
@@ -78,10 +78,14 @@ REAL_MODELS = {
     "cifar10": ModelEntry(name="vgg_compact", args={"width": 16},
                           training=Training(epochs=6, lr=0.05, optimizer="sgd", batch_size=128)),
 }
-#: Budgets (scalars changed at most) at which encryption is timed, and AdvParams' schedules compared at each:
-#: the one-scalar-per-pass loop first.
+#: Budgets (scalars changed at most) at which encryption is timed, and the AdvParams options compared at each:
+#: the one-scalar-per-pass loop (the reference) first, then the defaults.
 SCALARS = (8, 16, 32, 64, 128, 256)
-SCHEDULES = ("fixed", "halving")
+SELECTIONS = {
+    "fixed": {"schedule": "fixed", "gradient_samples": 0},
+    "adaptive": {"schedule": "adaptive", "gradient_samples": 0},
+    "adaptive, 256": {"schedule": "adaptive", "gradient_samples": 256},
+}
 #: Short timings are repeated until they add up to this many seconds (or MAX_RUNS), and the median kept.
 MIN_TOTAL_SECONDS = 2.0
 MAX_RUNS = 5
@@ -97,9 +101,10 @@ class EncryptionCost:
     dataset: str
     model: str
     cell: str
-    schedule: str  # AdvParams' option
+    selection: str  # a name in SELECTIONS
     owner_samples: int
     changed: int  # scalars the key holds
+    steps: int  # passes over the owner samples, from the key's stats
     passes: int  # forward+backward passes over owner batches, from the key's stats
     seconds: float
     epoch_seconds: float  # one training epoch of the same model on the same data
@@ -239,18 +244,26 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
+def _options(values: dict[str, object] | tuple) -> str:
+    """Options as ``name=value`` (declared ``Param`` records: their defaults)."""
+    pairs = values.items() if isinstance(values, dict) else ((p.name, p.default) for p in values)
+    return ", ".join(f"`{k}={v}`" for k, v in pairs)
+
+
 def encryption_table(rows: list[EncryptionCost]) -> list[str]:
     """The encryption-cost table, with its caption."""
     return [
-        f"**Encryption cost** (AdvParams, first seed, schedule `fixed` (one scalar per pass: the loop before "
-        f"schedules) beside the default `halving`; a pass is one forward+backward over an owner batch of up to "
-        f"{OWNER_BATCH} samples; seconds are the median of up to {MAX_RUNS} runs, with the encrypt job's torch "
+        "**Encryption cost** (AdvParams, first seed, the config's options and "
+        + "; ".join(f"{name}: {_options(values)}" for name, values in SELECTIONS.items())
+        + f" (defaults: {_options(protect.METHODS.get('advparams').options)}); a step is one pass over the owner samples, a "
+        f"forward+backward pass one over an owner batch of up to {OWNER_BATCH} samples; seconds are the median of up to {MAX_RUNS} runs, with the encrypt job's torch "
         "threads; one epoch is the model's training loop over the whole training split, with the train job's "
         "threads and batch size; the drop is in test accuracy)",
         "",
-        *_table(["data set", "model", "budget", "schedule", "owner samples", "scalars changed", "forward+backward passes",
-                 "seconds", "one epoch (s)", "share of an epoch", "accuracy clean → encrypted", "drop (points)"],
-                [[e.dataset, e.model, e.cell, e.schedule, str(e.owner_samples), str(e.changed), str(e.passes),
+        *_table(["data set", "model", "budget", "selection", "owner samples", "scalars changed", "steps",
+                 "forward+backward passes", "seconds", "one epoch (s)", "share of an epoch", "accuracy clean → encrypted",
+                 "drop (points)"],
+                [[e.dataset, e.model, e.cell, e.selection, str(e.owner_samples), str(e.changed), str(e.steps), str(e.passes),
                   f"{e.seconds:.3f}", f"{e.epoch_seconds:.3f}", f"{100 * e.epoch_share:.1f} %",
                   f"{100 * e.acc_clean:.1f} % → {100 * e.acc_encrypted:.1f} %", f"{e.drop:.1f}"] for e in rows]),
     ]
@@ -328,7 +341,7 @@ def encryption_configs(cfg: SweepConfig, data_root: str | None) -> tuple[list[Sw
 
 
 def encryption_cost(cfg: SweepConfig, epochs: dict[str, float]) -> list[EncryptionCost]:
-    """Time AdvParams under each of `SCHEDULES` at every cell of ``cfg`` (a config from `encryption_configs`)
+    """Time AdvParams under each of `SELECTIONS` at every cell of ``cfg`` (a config from `encryption_configs`)
     against one epoch of each baseline (``epochs``, seconds by train job id, as `acceleration_cost` timed it
     under the config's setting), with the encrypt job's torch threads; each baseline is trained once and kept
     in the config's storage."""
@@ -340,8 +353,8 @@ def encryption_cost(cfg: SweepConfig, epochs: dict[str, float]) -> list[Encrypti
         storage = ctx.prepare()
         for job in plan.trains:
             run_train(job, ctx)  # a cache hit when the baseline file exists
-            rows.extend(_encryption(enc, schedule, storage.baseline(job), ctx, epochs[job.id])
-                        for enc in plan.encrypts if enc.train == job for schedule in SCHEDULES)
+            rows.extend(_encryption(enc, selection, storage.baseline(job), ctx, epochs[job.id])
+                        for enc in plan.encrypts if enc.train == job for selection in SELECTIONS)
     finally:
         torch.set_num_threads(threads)
     return rows
@@ -415,11 +428,12 @@ def _one_epoch(job: TrainJob, ds: DataSet) -> tuple[float, float, float]:
     return trained - start, time.perf_counter() - trained, acc
 
 
-def _encryption(enc: EncryptJob, schedule: str, baseline: Path, ctx: JobContext, epoch_seconds: float) -> EncryptionCost:
-    """Encrypt the baseline with AdvParams' ``schedule`` (into a temporary folder, so no key is left behind) as
-    often as `_median_seconds` asks."""
+def _encryption(enc: EncryptJob, selection: str, baseline: Path, ctx: JobContext, epoch_seconds: float) -> EncryptionCost:
+    """Encrypt the baseline with the AdvParams options of ``selection`` over the cell's (into a temporary folder, so
+    no key is left behind) as often as `_median_seconds` asks."""
     outcomes: list[EncryptOutcome] = []
-    budget = protect.Budget.from_dict({**enc.budget, "options": {**enc.budget["options"], "schedule": schedule}})
+    options = {**enc.budget["options"], **SELECTIONS[selection]}
+    budget = protect.Budget.from_dict({**enc.budget, "options": options})
     with tempfile.TemporaryDirectory(prefix="advparams-speed-") as tmp:
 
         def once() -> float:
@@ -431,8 +445,8 @@ def _encryption(enc: EncryptJob, schedule: str, baseline: Path, ctx: JobContext,
 
         seconds = _median_seconds(once)
     last = outcomes[-1]
-    return EncryptionCost(enc.train.dataset, enc.train.model, enc.cell, schedule, enc.owner_samples, last.num_changed,
-                          int(last.stats["forward_backward_passes"]), seconds, epoch_seconds,
+    return EncryptionCost(enc.train.dataset, enc.train.model, enc.cell, selection, enc.owner_samples, last.num_changed,
+                          int(last.stats["steps"]), int(last.stats["forward_backward_passes"]), seconds, epoch_seconds,
                           last.acc_clean, last.acc_encrypted)
 
 
