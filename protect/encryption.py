@@ -22,7 +22,7 @@ from protect.candidates import Candidates
 from protect.errors import ProtectError
 from protect.fingerprint import state_fingerprint
 from protect.key import DTYPES, SecretKey, dtype_name
-from protect.ledger import Ledger
+from protect.ledger import Ledger, coordinates
 from protect.owner_data import Batch, num_classes, owner_batches, owner_pass
 from protect.registry import METHODS, EncryptionRun, Progress, check_options
 
@@ -136,7 +136,7 @@ def decrypt(model: nn.Module, key: SecretKey) -> None:
     for name in key.param_shapes:
         param = params[name]
         rows = [i for i, (n, _) in enumerate(key.positions) if n == name]
-        index = torch.unravel_index(torch.tensor([key.positions[i][1] for i in rows]), param.shape)
+        index = coordinates(torch.tensor([key.positions[i][1] for i in rows]), param.shape)
         index = tuple(t.to(param.device) for t in index)
         copy = param.detach().clone()
         if not torch.equal(copy[index].double().cpu(), key.encrypted[rows]):

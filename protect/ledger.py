@@ -93,7 +93,7 @@ class Ledger:
         if not len(index):
             return 0
         param = self.candidates.params[name]
-        position = torch.unravel_index(index, param.shape)
+        position = coordinates(index, param.shape)
         original = param[position].double().cpu()
         param.index_put_(position, new)
         self._moved[name][index] = True
@@ -108,7 +108,7 @@ class Ledger:
             param = self.candidates.params[name]
             index = index.to(param.device)
             value = original.to(param.dtype).to(param.device)
-            param.index_put_(torch.unravel_index(index, param.shape), value)
+            param.index_put_(coordinates(index, param.shape), value)
             self._moved[name][index] = False
         self._records.clear()
         self.count = 0
@@ -122,3 +122,13 @@ class Ledger:
         original = torch.cat([r[2] for r in self._records])
         encrypted = torch.cat([r[3] for r in self._records])
         return positions, original, encrypted
+
+
+def coordinates(index: torch.Tensor, shape: torch.Size) -> tuple[torch.Tensor, ...]:
+    """Flat indices as one index tensor per dimension of ``shape`` (row-major): ``torch.unravel_index``
+    without its first call's import of ``torch.fx`` (seconds, once per process, as long as a small encryption)."""
+    out = []
+    for size in reversed(shape):
+        out.append(index % size)
+        index = index // size
+    return tuple(reversed(out))

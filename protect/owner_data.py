@@ -24,7 +24,8 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass(frozen=True)
 class OwnerPass:
-    """One pass over the owner samples: accuracy, batches run, and the loss gradient per requested tensor."""
+    """One pass over the owner samples: accuracy, the batches run forward and backward, and the loss gradient per
+    requested tensor."""
 
     accuracy: float
     batches: int
@@ -82,21 +83,32 @@ def num_classes(model: nn.Module, batches: list[Batch]) -> int:
 
 
 def owner_pass(
-    model: nn.Module, batches: list[Batch], params: Sequence[nn.Parameter] = (), loss: str = "ce"
+    model: nn.Module,
+    batches: list[Batch],
+    params: Sequence[nn.Parameter] = (),
+    loss: str = "ce",
+    gradient_samples: int | None = None,
 ) -> OwnerPass:
-    """Owner accuracy and the float32 gradient of the mean ``loss`` w.r.t. ``params`` (none: accuracy only)."""
+    """Owner accuracy (over every sample) and the float32 gradient of the mean ``loss`` w.r.t. ``params`` (none:
+    accuracy only), taken over the first ``gradient_samples`` samples (``None``: all); the others run forward only."""
     total = sum(len(y) for _, y in batches)
-    correct = 0
+    head = 0 if not params else total if gradient_samples is None else min(gradient_samples, total)
+    correct = backward = seen = 0
     grads = [torch.zeros_like(p, dtype=torch.float32) for p in params]
-    with _gradients_for(params):
-        for x, y in batches:
-            logits = model(x)
-            correct += int((logits.argmax(dim=1) == y).sum())
-            if params:
-                value = _loss(logits.float(), y, loss) / total
-                for acc, g in zip(grads, torch.autograd.grad(value, params), strict=True):
-                    acc += g.float()
-    return OwnerPass(accuracy=correct / total, batches=len(batches), grads=grads)
+    for x, y in batches:
+        cut = min(max(head - seen, 0), len(y))
+        parts = ((x[:cut], y[:cut], True), (x[cut:], y[cut:], False)) if 0 < cut < len(y) else ((x, y, cut > 0),)
+        for xs, ys, with_grad in parts:
+            with _gradients_for(params if with_grad else ()):
+                logits = model(xs)
+                correct += int((logits.argmax(dim=1) == ys).sum())
+                if with_grad:
+                    backward += 1
+                    value = _loss(logits.float(), ys, loss) / head
+                    for acc, g in zip(grads, torch.autograd.grad(value, params), strict=True):
+                        acc += g.float()
+        seen += len(y)
+    return OwnerPass(accuracy=correct / total, batches=backward, grads=grads)
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from protect_helpers import assert_one_line_and_untouched, batches, bn_cnn, mlp, registered, states_equal
+from protect_helpers import (
+    assert_one_line_and_untouched,
+    batches,
+    bn_cnn,
+    mlp,
+    registered,
+    states_equal,
+)
 
 from common.params import Param
 from protect import (
@@ -126,8 +133,12 @@ def test_a_name_is_taken_once_and_a_registration_is_checked() -> None:
 @pytest.mark.parametrize(
     ("method", "values", "expected"),
     [
-        ("advparams", {}, {"rank": "gain", "loss": "ce"}),
-        ("advparams", {"loss": "margin", "rank": "gradient"}, {"rank": "gradient", "loss": "margin"}),
+        ("advparams", {}, {"rank": "gain", "loss": "ce", "schedule": "adaptive", "gradient_samples": 0}),
+        (
+            "advparams",
+            {"loss": "margin", "rank": "gradient", "schedule": "fixed", "gradient_samples": 0},
+            {"rank": "gradient", "loss": "margin", "schedule": "fixed", "gradient_samples": 0},
+        ),
         ("random", {}, {}),
     ],
 )

@@ -6,20 +6,40 @@ Technique via Adversarial Perturbation Based Parameter Encryption", 2021, arXiv:
 Only the paper's abstract is available, so the loop below is this project's reading of it, with the
 open choices made explicit: each step runs the owner samples once (model in eval mode) for the mean
 loss (option ``loss``), its gradient w.r.t. the candidate weights and the current accuracy; it stops
-once accuracy is at or below the target, otherwise it moves the ``params_per_step`` best-ranked, not
-yet moved scalars by ``eps`` along the sign of their gradient (FGSM applied to parameters), and it
-stops when ``max_params`` scalars have changed. Option ``rank`` picks the ranking.
+once accuracy is at or below the target, otherwise it moves the best-ranked, not yet moved scalars by
+``eps`` along the sign of their gradient (FGSM applied to parameters), and it stops when ``max_params``
+scalars have changed. Option ``rank`` picks the ranking.
+
+Each step costs one pass over the owner samples, so the step sizes set the cost. Option ``schedule``:
+``fixed`` moves ``params_per_step`` scalars a step (one pass per scalar at the default budget: the reference
+loop); ``adaptive`` moves a share of the budget first, while the first-order ranking of a model far from the
+target is reliable, then as many as the accuracy lost per scalar so far says the target still needs (with a
+margin), so steps shrink as the target nears, and it takes a handful of passes whatever the budget. Option
+``gradient_samples`` takes the gradient over the first owner samples only; the accuracy, and so the stop,
+always counts all of them.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 from common.params import Param
+from protect.budget import Budget
 from protect.owner_data import owner_pass
 from protect.registry import EncryptionRun, register_method
+
+#: Schedule ``adaptive``: the first step moves 1/FIRST_SHARE of ``max_params``, and no step fewer than
+#: 1/SMALLEST_SHARE of it (so at most about SMALLEST_SHARE passes, whatever the budget).
+FIRST_SHARE = 4
+SMALLEST_SHARE = 8
+#: Later steps move OVERSHOOT times the scalars the accuracy lost per scalar so far says the target still needs
+#: (accuracy falls ever slower near the target, so the straight-line estimate falls short), but no more than
+#: GROWTH times the step before (an estimate from a small step is a rough one).
+OVERSHOOT = 2
+GROWTH = 2
 
 OPTIONS = (
     Param(
@@ -34,6 +54,18 @@ OPTIONS = (
         "the best other class, counted only on samples still classified right, so moves go where they flip "
         "predictions; accuracy can then fall below chance instead of stalling at one predicted class)",
     ),
+    Param(
+        "schedule", "choice", "adaptive", choices=("adaptive", "fixed"),
+        help=f"scalars moved per step, each step one pass over the owner samples: adaptive (max_params/{FIRST_SHARE} "
+        f"first, then {OVERSHOOT} times as many as the accuracy lost per scalar so far says the target still needs, "
+        f"at most {GROWTH} times the step before, never fewer than max_params/{SMALLEST_SHARE} nor params_per_step) or fixed (params_per_step per step: one pass per "
+        "scalar at the default budget, the loop before this option)",
+    ),
+    Param(
+        "gradient_samples", "int", 0, low=0, tune=False,
+        help="owner samples the gradient is taken over each step (the first ones; 0: all); accuracy and the "
+        "stop at the target always count every owner sample",
+    ),
 )
 
 
@@ -43,12 +75,14 @@ def advparams(run: EncryptionRun) -> dict[str, Any]:
     budget, ledger, candidates = run.budget, run.ledger, run.candidates
     params = [candidates.params[n] for n in candidates.names]
     device = params[0].device
+    gradient_samples = run.options["gradient_samples"] or None
     steps = passes = 0
+    last: tuple[int, float] | None = None  # the previous step's scalars moved and the accuracy before it
     while True:
         if ledger.count >= budget.max_params:
             reason = "max_params"
             break
-        result = owner_pass(run.model, run.batches, params, run.options["loss"])
+        result = owner_pass(run.model, run.batches, params, run.options["loss"], gradient_samples)
         steps += 1
         passes += result.batches
         if result.accuracy <= run.target_accuracy:
@@ -61,16 +95,37 @@ def advparams(run: EncryptionRun) -> dict[str, Any]:
                 for n, g in zip(candidates.names, result.grads, strict=True)
             ]
         )
-        wanted = min(budget.params_per_step, budget.max_params - ledger.count, len(scores))
-        top = scores.topk(wanted)
+        wanted = step_size(run.options["schedule"], budget, ledger.count, run.target_accuracy, result.accuracy, last)
+        top = scores.topk(min(wanted, len(scores)))
         picked = top.indices[top.values > 0]
         if not len(picked):
             reason = "no_movable_scalar"
             break
+        before = ledger.count
         for name, local, _ in candidates.split(picked):
             ledger.apply(name, local, signs[name][local.to(device)])
+        last = (ledger.count - before, result.accuracy)
         run.report_progress()
     return {"steps": steps, "forward_backward_passes": passes, "stop_reason": reason}
+
+
+def step_size(
+    schedule: str, budget: Budget, changed: int, target: float, accuracy: float, last: tuple[int, float] | None
+) -> int:
+    """How many scalars the next step moves, once ``changed`` have and the owner accuracy is ``accuracy``;
+    ``last`` is the previous step's (scalars moved, accuracy before it). Never more than the budget allows."""
+    left = budget.max_params - changed
+    if schedule == "fixed":
+        return min(budget.params_per_step, left)
+    fewest = max(-(-budget.max_params // SMALLEST_SHARE), budget.params_per_step)
+    if last is None:
+        wanted = -(-budget.max_params // FIRST_SHARE)
+    else:
+        moved, accuracy_before = last
+        lost = accuracy_before - accuracy
+        needed = math.ceil(OVERSHOOT * moved * (accuracy - target) / lost) if lost > 0 else moved
+        wanted = min(needed, GROWTH * moved)
+    return min(max(wanted, fewest), left)
 
 
 def _score(run: EncryptionRun, name: str, grad: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
