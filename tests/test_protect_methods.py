@@ -25,7 +25,7 @@ def test_both_methods_are_registered_with_their_options() -> None:
     assert {p.name: (p.default, p.choices) for p in advparams.options} == {
         "rank": ("gain", ("gain", "gradient")),
         "loss": ("ce", ("ce", "margin")),
-        "schedule": ("adaptive", ("adaptive", "fixed")),
+        "schedule": ("fixed", ("adaptive", "fixed")),
         "gradient_samples": (0, None),
     }
     assert all(p.help for p in advparams.options) and METHODS.get("random").options == ()

@@ -133,7 +133,7 @@ def test_a_name_is_taken_once_and_a_registration_is_checked() -> None:
 @pytest.mark.parametrize(
     ("method", "values", "expected"),
     [
-        ("advparams", {}, {"rank": "gain", "loss": "ce", "schedule": "adaptive", "gradient_samples": 0}),
+        ("advparams", {}, {"rank": "gain", "loss": "ce", "schedule": "fixed", "gradient_samples": 0}),
         (
             "advparams",
             {"loss": "margin", "rank": "gradient", "schedule": "fixed", "gradient_samples": 0},

@@ -1,4 +1,4 @@
-"""AdvParams' step schedules: ``adaptive`` (the default: several scalars per pass, fewer as the target nears) and
+"""AdvParams' step schedules: ``adaptive`` (several scalars per pass, fewer as the target nears) and
 ``fixed`` (the reference loop, ``params_per_step`` scalars per pass), and the gradient over a subsample of the
 owner's samples, held to the guarantees every key gives: the key file format, bit-exact decryption, the budget
 never exceeded, the stop at the target accuracy, the same key from the same inputs."""
@@ -17,7 +17,7 @@ from protect.methods.advparams import FIRST_SHARE, SMALLEST_SHARE, step_size
 from protect.owner_data import owner_pass
 
 SCHEDULES = ("adaptive", "fixed")
-#: (schedule, gradient samples): the default selection, its gradient over every owner sample, the reference loop.
+#: (schedule, gradient samples): the fast selection, its gradient over every owner sample, the reference loop (default).
 SELECTIONS = [("adaptive", 256), ("adaptive", 0), ("fixed", 0)]
 
 

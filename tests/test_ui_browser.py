@@ -13,8 +13,13 @@ from pathlib import Path
 import pytest
 from sweep_helpers import tiny_config
 
-from benchmarks.ui_screenshots import CHROMIUM, browser_page, open_comparison, running_ui
 from bench.sweep.driver import run_sweep
+from benchmarks.ui_screenshots import (
+    CHROMIUM,
+    browser_page,
+    open_comparison,
+    running_ui,
+)
 
 pytestmark = pytest.mark.ray
 

@@ -55,11 +55,13 @@ OPTIONS = (
         "predictions; accuracy can then fall below chance instead of stalling at one predicted class)",
     ),
     Param(
-        "schedule", "choice", "adaptive", choices=("adaptive", "fixed"),
+        "schedule", "choice", "fixed", choices=("adaptive", "fixed"),
         help=f"scalars moved per step, each step one pass over the owner samples: adaptive (max_params/{FIRST_SHARE} "
         f"first, then {OVERSHOOT} times as many as the accuracy lost per scalar so far says the target still needs, "
-        f"at most {GROWTH} times the step before, never fewer than max_params/{SMALLEST_SHARE} nor params_per_step) or fixed (params_per_step per step: one pass per "
-        "scalar at the default budget, the loop before this option)",
+        f"at most {GROWTH} times the step before, never fewer than max_params/{SMALLEST_SHARE} nor params_per_step; "
+        "a few passes whatever the budget, but on one seed of LeNet-5 its drop fell 1.3 to 2.6 points short at 8 "
+        "and 32 scalars, so it is not the default) or fixed (params_per_step per step: one pass per scalar at the "
+        "default budget, the reference loop)",
     ),
     Param(
         "gradient_samples", "int", 0, low=0, tune=False,
