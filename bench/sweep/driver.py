@@ -41,6 +41,7 @@ from bench.errors import BenchError
 from bench.sweep.config import SweepConfig
 from bench.sweep.jobs import JobContext, damaged_output, output_files, run_job
 from bench.sweep.plan import (
+    ALL_CELLS,
     Job,
     Plan,
     Storage,
