@@ -40,5 +40,5 @@ def test_the_ui_opens_on_the_comparison(ray_session, tmp_path: Path) -> None:
     assert "Group: advparams" in text and "Group: random" in text, text
     for column in ("stolen_value_points", "worst_case_attacked", "scratch_accuracy", "encrypted_pct", "attacker_pct"):
         assert column in text, column
-    assert "digits/mlp/advparams[n=8,eps=1]/summary@20%/seed=0" in text
+    assert "digits/mlp/advparams[n=8,eps=1]/summary@20%,1ep/seed=0" in text
     assert "GenAI" not in text.split("Runs", 1)[1][:200] and "Token Usage" not in text

@@ -12,14 +12,16 @@ job that raises is logged as FAILED and the sweep goes on; a worker or node lost
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import pickle
 import socket
+import subprocess
+import sys
 import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -184,14 +186,13 @@ def preflight(cfg: SweepConfig, ctx: JobContext, *, on_cluster: bool, console: C
     share holds at least 2 samples), and the storage folder can be written.
 
     The data sets are loaded in a child process: loaded here, they would stay in the driver's memory for the
-    whole sweep (a process keeps what it loaded; 2 GB for configs/paper.yaml). The child is spawned, not
-    forked: a fork of a process whose torch thread pool has run hangs in the child's first parallel
-    operation (seen in the test session). Joining a cluster, the nodes
-    may reach data and storage this machine does not: a problem here is then a note, and the jobs find out
-    on the nodes.
+    whole sweep (a process keeps what it loaded; 2 GB for configs/paper.yaml). The child is a fresh
+    interpreter (`_in_fresh_process`): a forked child of a process whose torch thread pool has run hangs in
+    its first parallel operation, and multiprocessing's spawn re-runs a calling script that lacks a
+    ``__main__`` guard (both seen in the tests). Joining a cluster, the nodes may reach data and storage this
+    machine does not: a problem here is then a note, and the jobs find out on the nodes.
     """
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
-        problems = child.submit(_size_problems, cfg, ctx).result()
+    problems = _in_fresh_process(_size_problems, cfg, ctx)
     try:
         Storage(ctx.storage).check_writable()
     except BenchError as err:
@@ -200,6 +201,26 @@ def preflight(cfg: SweepConfig, ctx: JobContext, *, on_cluster: bool, console: C
         raise BenchError(problems[0])
     for problem in problems:
         console.print(f"note: {problem} (checked on this machine; the cluster's nodes may differ)", highlight=False)
+
+
+CHILD = """
+import pickle, sys
+function, args = pickle.load(sys.stdin.buffer)
+sys.stdout.buffer.write(pickle.dumps(function(*args)))
+"""
+
+
+def _in_fresh_process(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` in a new interpreter on this one's module path, its inputs and result passed as
+    pickles through its standard streams (between this program's own processes, never a file a user
+    receives); a child that fails is one line naming its last error line."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    child = subprocess.run([sys.executable, "-c", CHILD], input=pickle.dumps((function, args)), capture_output=True,
+                           env=env)
+    if child.returncode != 0:
+        lines = child.stderr.decode(errors="replace").strip().splitlines() or ["no output"]
+        raise BenchError(f"the data check before the sweep failed: {lines[-1]}")
+    return pickle.loads(child.stdout)
 
 
 def _size_problems(cfg: SweepConfig, ctx: JobContext) -> list[str]:
