@@ -131,6 +131,41 @@ def test_jobs_are_pure_functions_of_their_spec(tmp_path: Path) -> None:
     assert figures[0] == figures[1]
 
 
+def test_a_retried_attack_job_gives_the_figures_of_an_undisturbed_one(tmp_path: Path, monkeypatch) -> None:
+    """A first attempt that fails after one tuning trial leaves its study file behind; the retry starts clean,
+    so the job id gives the same figures as a run that never failed."""
+    from attacks.builtin.finetune import FineTune
+    from bench.sweep.jobs import JobContext, run_attack, run_encrypt, run_train
+    from bench.zoo.workflow import DataOptions
+
+    cfg = tiny_config(tmp_path, attacks={"names": ["finetune"], "fractions": [0.2], "trials": 3, "epochs": 3})
+    plan = plan_for(cfg)
+    [job] = [j for j in plan.attacks if j.encrypt == plan.encrypts[0]]
+    figures = []
+    for folder, fail in (("undisturbed", False), ("retried", True)):
+        ctx = JobContext(storage=tmp_path / folder, data=DataOptions())
+        train = run_train(plan.trains[0], ctx)
+        adv = run_encrypt(plan.encrypts[0], ctx, train)
+        if fail:
+            calls, attack = [], FineTune.attack
+
+            def flaky(self, *args, **kwargs):
+                calls.append(1)
+                if len(calls) == 2:
+                    raise RuntimeError("worker lost")
+                return attack(self, *args, **kwargs)
+
+            with monkeypatch.context() as m:
+                m.setattr(FineTune, "attack", flaky)
+                with pytest.raises(RuntimeError, match="worker lost"):
+                    run_attack(job, ctx, train, adv)
+            assert (ctx.storage / "studies" / f"{job.id}.journal").is_file()  # the failed attempt's study
+        result = run_attack(job, ctx, train, adv)
+        figures.append((result.metrics["acc_attacked"], result.metrics["compute_epochs"],
+                        sorted(result.params.items())))
+    assert figures[0] == figures[1]
+
+
 def test_a_job_no_node_can_run_is_refused_not_waited_for(ray_session, tmp_path: Path) -> None:
     from bench.errors import BenchError
 

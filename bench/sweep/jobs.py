@@ -186,9 +186,14 @@ def run_attack(job: AttackJob, ctx: JobContext, train: JobResult, encrypt: JobRe
                             **job.train.model_args).to(compute_device())
     key = read_key(storage.key(job.encrypt), None) if job.encrypt else None
     budget = AttackerBudget(data_fraction=job.fraction, trials=job.trials, epochs=job.epochs)
+    # A study file left here is a failed or killed attempt's: resumed, its sampler would go on from a state no
+    # undisturbed run reaches, so a retry would give other figures than the same job id without one. The job
+    # starts its study clean; the file stays afterwards for inspection (optuna-dashboard).
+    study = storage.study(job)
+    study.unlink(missing_ok=True)
     outcome = attack_model(
         job.attack, model, ds, budget=budget, seed=job.seed, owner_count=job.owner_samples,
-        val_fraction=job.val_fraction, fixed=job.fixed, key=key, study=storage.study(job),
+        val_fraction=job.val_fraction, fixed=job.fixed, key=key, study=study,
     )
     metrics = {"acc_attacked": outcome.acc_attacked, "val_attacked": outcome.val_attacked,
                "val_encrypted": outcome.val_before, "attack_seconds": outcome.seconds,
