@@ -32,6 +32,7 @@ from bench.sweep.report import (
     calibration_lines,
     cell,
     failed_baseline_lines,
+    failed_job_lines,
     recall_text,
 )
 from bench.sweep.results import trust_label
@@ -91,7 +92,8 @@ def attack_section(report: Report) -> list[str]:
     out = _md(["data set", "model", "protection", "attacker %", "cap (epochs)", *names, "worst case (best attack)",
                "scratch", "stolen (points)", "95 % bounds", "verdict", "seeds needed", "trusted", "key recall %"], rows)
     out.append("")
-    out.extend(f"- {line}" for line in calibration_lines(report) + failed_baseline_lines(report))
+    out.extend(f"- {line}" for line in calibration_lines(report) + failed_baseline_lines(report)
+               + failed_job_lines(report))
     for r in report.attacks:
         if r.stolen is None:
             continue

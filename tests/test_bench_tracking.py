@@ -1,4 +1,4 @@
-"""The driver's MLflow tracker: a job's FAILED runs go once it finishes, whichever tracker logged them."""
+"""The driver's MLflow tracker: one record per job id, whichever tracker logged its earlier runs."""
 
 from __future__ import annotations
 
@@ -32,3 +32,11 @@ def test_failed_runs_are_removed_once_the_job_finishes(tmp_path: Path) -> None:
     second.log_result(_result("c", "FINISHED"), parent)
     second.log_result(_result("a", "FINISHED"), parent)
     assert _statuses(second) == [("a", "FINISHED"), ("b", "FINISHED"), ("c", "FINISHED")]
+
+    third = Tracker(uri, "exp")
+    third.finished()
+    third.log_result(_result("a", "FINISHED"), parent)  # a job rebuilt after its file was lost
+    for _ in range(3):  # a job that fails on every rerun
+        Tracker(uri, "exp").log_result(_result("d", "FAILED"), parent)
+    assert _statuses(third) == [("a", "FINISHED"), ("b", "FINISHED"), ("c", "FINISHED"), ("d", "FAILED")]
+    assert set(third.failures()) == {"d"} and third.failures()["d"].name == "job d"

@@ -12,7 +12,7 @@ from sweep_helpers import runs_by_kind, tiny_config
 from bench.sweep import driver
 from bench.sweep.driver import run_sweep
 from bench.sweep.plan import plan_for
-from bench.sweep.report import build_report, write_plots, write_tables
+from bench.sweep.report import build_report, print_report, write_plots, write_tables
 from bench.sweep.tracking import Tracker
 
 pytestmark = pytest.mark.ray
@@ -106,11 +106,16 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(ray_session, tmp_path: 
     assert outcome.counts["train"] == Counter(done=1, failed=1)
     failed = {r.name: r.error for r in outcome.failed}
     [train_error] = [e for n, e in failed.items() if n.endswith("/train")]
-    assert "no_such_argument" in train_error
+    assert train_error.startswith("while training cnn on digits: ") and "no_such_argument" in train_error
     assert all("upstream job failed" in e for n, e in failed.items() if not n.endswith("/train"))
     runs = runs_by_kind(cfg.tracking.uri, cfg.experiment)
     statuses = Counter(r.info.status for kind in ("train", "encrypt", "attack") for r in runs[kind])
     assert statuses == Counter(FINISHED=1 + 2 + 2, FAILED=1 + 2 + 2)
+    report = build_report(Tracker(cfg.tracking.uri, cfg.experiment), cfg.experiment)
+    assert {name: error for name, error in report.failed} == failed  # the report says what is missing, and why
+    console = Console(record=True, width=2000)
+    print_report(report, console)
+    assert "FAILED digits/cnn/advparams[n=8,eps=1]/seed=0: upstream job failed" in console.export_text()
 
 
 def test_jobs_are_pure_functions_of_their_spec(tmp_path: Path) -> None:

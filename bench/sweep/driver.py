@@ -38,15 +38,18 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from bench.errors import BenchError
 from bench.sweep.config import SweepConfig
 from bench.sweep.jobs import JobContext, damaged_output, output_files, run_job
 from bench.sweep.plan import (
     ALL_CELLS,
+    EncryptJob,
     Job,
     Plan,
     Storage,
+    TrainJob,
     dependencies,
     plan_for,
     stable_hash,
@@ -255,13 +258,23 @@ class SweepOutcome:
         return not self.failed
 
 
+def doing(job: Job) -> str:
+    """What a job was doing, in words, for its error message: a library's own message rarely says."""
+    if isinstance(job, TrainJob):
+        return f"training {job.model} on {job.dataset}"
+    if isinstance(job, EncryptJob):
+        return f"encrypting {job.train.model} with {job.method} [{job.cell}]"
+    target = f"{job.encrypt.method} [{job.encrypt.cell}]" if job.encrypt else "the architecture alone"
+    return f"running attack {job.attack} on {target}"
+
+
 def _failure(job: Job, err: BaseException, failed_upstream: list[str]) -> JobResult:
     if failed_upstream:
         message = f"upstream job failed: {failed_upstream[0]}"
         detail = message
     else:
         cause = getattr(err, "cause", None) or err
-        message = f"{type(cause).__name__}: {first_line(cause) if str(cause) else ''}"
+        message = f"while {doing(job)}: {type(cause).__name__}: {first_line(cause) if str(cause) else ''}"
         detail = "".join(traceback.format_exception(err))
     return JobResult(job.id, job.kind, job.name, status="FAILED", error=message,
                      tags={"kind": job.kind, "job_id": job.id}, artifacts={"error.txt": detail})
@@ -460,5 +473,5 @@ def print_outcome(outcome: SweepOutcome, console: Console) -> None:
     for kind, c in outcome.counts.items():
         table.add_row(kind, str(c["done"]), str(c["skipped"]), str(c["failed"]))
     console.print(table)
-    for r in outcome.failed[:10]:
-        console.print(f"[red]FAILED[/red] {r.name}: {r.error}")
+    for r in outcome.failed[:10]:  # names hold [n=8,eps=1]: printed literally, never read as markup
+        console.print(Text.assemble(("FAILED", "red"), f" {r.name}: {r.error}"))

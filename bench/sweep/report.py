@@ -46,6 +46,7 @@ from bench.sweep.results import (  # noqa: E402
     trust_label,
 )
 from bench.sweep.tracking import TOLERANCE_TAG, Tracker  # noqa: E402
+from common.errors import first_line  # noqa: E402
 
 PCT = 100.0
 
@@ -154,6 +155,7 @@ class Report:
     tolerance: float
     plateaus: list[Plateau] = field(default_factory=list)
     data_equivalents: list[DataEquivalent] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (job name, first error line): missing above
 
     @property
     def attack_names(self) -> list[str]:
@@ -167,10 +169,12 @@ def build_report(tracker: Tracker, experiment: str, job_ids: set[str] | None = N
     finished = [r for job_id, r in tracker.finished().items() if job_ids is None or job_id in job_ids]
     encrypts = [r for r in finished if r.kind == "encrypt"]
     attacks = [r for r in finished if r.kind == "attack"]
-    if not encrypts and not attacks:
+    if not encrypts and not attacks and not tracker.failures():
         raise BenchError(f"experiment {experiment!r} has no finished encrypt or attack runs in {tracker.uri}")
     rows = attack_rows(summarize((attack_row(r) for r in attacks), tolerance=tolerance))
-    return Report(experiment, protection_rows(encrypts), rows, tolerance, plateaus(rows), data_equivalents(rows))
+    failed = sorted((r.name, first_line(r.error or "no error recorded")) for job_id, r in tracker.failures().items()
+                    if job_ids is None or job_id in job_ids)
+    return Report(experiment, protection_rows(encrypts), rows, tolerance, plateaus(rows), data_equivalents(rows), failed)
 
 
 # ---------------------------------------------------------------------------------------- rendering
@@ -207,6 +211,14 @@ def calibration_lines(report: Report) -> list[str]:
             seen.add(setting)
             lines += [f"NOT TRUSTWORTHY: {r.dataset} / {r.model} at {budget_label(r)}: {w}" for w in r.warnings]
     return lines
+
+
+def failed_job_lines(report: Report) -> list[str]:
+    """Each job that failed, with its first error line: its cell is missing from the tables, and says why."""
+    if not report.failed:
+        return []
+    return [f"{len(report.failed)} job(s) FAILED; what they would have measured is missing from the tables above:",
+            *(f"FAILED {name}: {error}" for name, error in report.failed)]
 
 
 def budget_label(r: AttackRowAgg) -> str:
@@ -263,7 +275,7 @@ def print_report(report: Report, console: Console) -> None:
                   f"[bold red]{trust_label(r.trusted)}[/]" if r.trusted is False else trust_label(r.trusted))
     console.print(t)
     print_curves(report, console)
-    for line in calibration_lines(report) + failed_baseline_lines(report):
+    for line in calibration_lines(report) + failed_baseline_lines(report) + failed_job_lines(report):
         console.print(line, style="bold red" if line.startswith(("NOT", "FAILED")) else None, markup=False)
 
 
@@ -303,6 +315,7 @@ def report_records(report: Report) -> dict[str, list[dict[str, Any]]]:
                      "scratch_failed": list(r.scratch_failed)} for r in report.attacks],
         "plateaus": [{**as_record(vars(p)), "caps": list(p.caps)} for p in report.plateaus],
         "data_equivalents": [{**vars(d), "text": str(d)} for d in report.data_equivalents],
+        "failed_jobs": [{"job": name, "error": error} for name, error in report.failed],
     }
 
 

@@ -229,6 +229,12 @@ class Tracker:
                 self._recorded.add(job_id)
         return found
 
+    def failures(self) -> dict[str, JobResult]:
+        """The FAILED run of every job that has no FINISHED one, by job id (one record per job id)."""
+        failed = {r.data.tags.get("job_id"): result_from_run(r) for r in self.runs("attributes.status = 'FAILED'")}
+        finished = self.finished()
+        return {job_id: r for job_id, r in failed.items() if job_id and job_id not in finished}
+
     # ---------------------------------------------------------------------------------------- writing
     def open_sweep(self, sweep_id: str, name: str, params: dict[str, Any], job_ids: list[str]) -> str:
         """The sweep's parent run: reopened when the same config ran before, so reruns nest together. It
