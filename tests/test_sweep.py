@@ -171,6 +171,33 @@ def test_a_retried_attack_job_gives_the_figures_of_an_undisturbed_one(tmp_path: 
     assert figures[0] == figures[1]
 
 
+def test_a_tracking_store_that_stops_taking_writes_ends_the_sweep_in_one_line(ray_session, tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing MLflow write (a full disk, a server gone) mid-sweep: one line naming what was being written,
+    and no run left RUNNING, neither the half-written job's nor the sweep's."""
+    from bench.errors import BenchError
+
+    cfg = tiny_config(tmp_path)
+    calls, log = [], Tracker._log
+
+    def full_disk(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) >= 3:  # the sweep's params and the first job go in; then the disk is full
+            raise OSError(28, "No space left on device")
+        return log(self, *args, **kwargs)
+
+    monkeypatch.setattr(Tracker, "_log", full_disk)
+    with pytest.raises(BenchError) as raised:
+        run_sweep(cfg)
+    message = str(raised.value)
+    assert "cannot record job" in message and "No space left on device" in message and "\n" not in message
+    monkeypatch.undo()
+    runs = runs_by_kind(cfg.tracking.uri, cfg.experiment)
+    statuses = Counter(r.info.status for kind_runs in runs.values() for r in kind_runs)
+    assert statuses["RUNNING"] == 0 and statuses["FAILED"] >= 2, statuses  # the half-written job and the sweep
+    assert runs["sweep"][0].info.status == "FAILED"
+
+
 def test_a_job_no_node_can_run_is_refused_not_waited_for(ray_session, tmp_path: Path) -> None:
     from bench.errors import BenchError
 

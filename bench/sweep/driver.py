@@ -428,9 +428,14 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
         raise
     finally:
         outcome.seconds = time.perf_counter() - start
-        tracker.close_sweep(parent, status, {"sweep_seconds": outcome.seconds, "jobs_failed": len(outcome.failed)})
         if started:
             ray.shutdown()
+        try:
+            tracker.close_sweep(parent, status, {"sweep_seconds": outcome.seconds, "jobs_failed": len(outcome.failed)})
+        except BenchError as err:
+            if sys.exc_info()[0] is None:  # nothing else is on its way out: this is the error to report
+                raise
+            console.print(f"note: {err}", markup=False, highlight=False)
     return outcome
 
 

@@ -7,6 +7,7 @@ same store is the sweep's memory: a job whose id has a FINISHED run is skipped w
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import http.client
 import json
@@ -273,8 +274,24 @@ class Tracker:
         return self.client.get_run(run_id).data.tags.get(key)
 
     def close_sweep(self, run_id: str, status: str, metrics: dict[str, float] | None = None) -> None:
-        self._log(run_id, metrics=metrics or {})
-        self.client.set_terminated(run_id, status=status)
+        """End the sweep's run as ``status``; its figures first, but a store that takes no figures still gets
+        the status, so no sweep is left RUNNING by a driver that exits."""
+        try:
+            self._log(run_id, metrics=metrics or {})
+        except Exception as err:
+            raise self._write_error(err, f"record the sweep's figures ({status})", run_id, status) from None
+        try:
+            self.client.set_terminated(run_id, status=status)
+        except Exception as err:
+            raise self._write_error(err, f"end the sweep's run as {status}") from None
+
+    def _write_error(self, err: Exception, what: str, run_id: str | None = None, status: str = "FAILED") -> BenchError:
+        """A store write that failed, as one line naming what was being written; the run it leaves open (if
+        any) is ended as ``status`` where the store still allows it."""
+        if run_id is not None:
+            with contextlib.suppress(Exception):
+                self.client.set_terminated(run_id, status=status)
+        return BenchError(f"tracking store {self.uri}: cannot {what}: {first_line(err, 300)}")
 
     def log_result(self, result: JobResult, parent_id: str) -> str:
         """The one run of a job: its earlier runs, FAILED or FINISHED (a retry, a rebuild after its file was
@@ -285,16 +302,19 @@ class Tracker:
                 UNITS_TAG: PERCENT}
         if result.error:
             tags["error"] = result.error[:MAX_TAG]
-        run = self.client.create_run(self.experiment_id, run_name=result.name, tags=tags)
-        run_id = run.info.run_id
-        self._log(run_id, params=result.params, metrics=to_store(result.metrics))
-        for name, text in result.artifacts.items():
-            self.client.log_text(run_id, text, name)
-        self.client.set_terminated(run_id, status=result.status)
-        if self._recorded is None or result.job_id in self._recorded:
-            for old in self.runs(f"tags.job_id = '{result.job_id}'"):
-                if old.info.run_id != run_id:
-                    self.client.delete_run(old.info.run_id)
+        run_id = None
+        try:
+            run_id = self.client.create_run(self.experiment_id, run_name=result.name, tags=tags).info.run_id
+            self._log(run_id, params=result.params, metrics=to_store(result.metrics))
+            for name, text in result.artifacts.items():
+                self.client.log_text(run_id, text, name)
+            self.client.set_terminated(run_id, status=result.status)
+            if self._recorded is None or result.job_id in self._recorded:
+                for old in self.runs(f"tags.job_id = '{result.job_id}'"):
+                    if old.info.run_id != run_id:
+                        self.client.delete_run(old.info.run_id)
+        except Exception as err:  # a full disk, a server gone: one line; the half-written run is not left RUNNING
+            raise self._write_error(err, f"record job {result.name}", run_id) from None
         if self._recorded is not None:
             self._recorded.add(result.job_id)
         return run_id
