@@ -43,6 +43,7 @@ from rich.text import Text
 from bench.errors import BenchError
 from bench.sweep.config import SweepConfig
 from bench.sweep.jobs import JobContext, damaged_output, output_files, run_job
+from bench.sweep.lock import DriverLock, lock_path
 from bench.sweep.plan import (
     ALL_CELLS,
     EncryptJob,
@@ -329,7 +330,8 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
     A config planning more than ``max_jobs`` jobs (None: `bench.sweep.plan.MAX_JOBS`) is refused; Ray starts
     only if a job is left, after `preflight`, so a sweep with nothing to run answers from the tracking store
     alone. A sweep's fixed costs overlap where they can: the store opens while Ray starts (when some job is
-    surely left), and the summaries are logged while Ray shuts down.
+    surely left), and the summaries are logged while Ray shuts down. A second driver on the same store is
+    refused (`bench.sweep.lock`): the store's schema is created, and every job logged, by one driver.
     """
     console = console or Console(stderr=True)
     start = time.perf_counter()
@@ -345,6 +347,15 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
     wait_for_server(uri, cfg.jobs.connect_timeout)  # the tracking server and the cluster answer before anything starts
     if cluster:
         wait_for_cluster(cluster, cfg.jobs.connect_timeout)
+    with DriverLock(lock_path(uri, storage.root, cfg.experiment)):  # held until the sweep's run is closed
+        return _drive(cfg, plan, contexts, storage, uri, cluster, address, local_cpus, console, start)
+
+
+def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storage: Storage, uri: str,
+           cluster: str | None, address: str | None, local_cpus: int | None, console: Console,
+           start: float) -> SweepOutcome:
+    """`run_sweep` past its checks, with the store's lock held: open the store, start Ray if a job is left,
+    run and log the jobs, log the summaries, close the sweep's run."""
     check = partial(preflight, cfg, contexts["train"], on_cluster=cluster is not None, console=console)
     start_ray = partial(connect, address, cfg.jobs.runtime_env, local_cpus)
     # A new store, or a file missing that a finished job leaves: some job is surely left, so Ray starts while
