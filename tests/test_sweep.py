@@ -59,11 +59,25 @@ def test_sweep_logs_every_job_nested_and_resumes_without_duplicates(ray_session,
     assert {k: c["skipped"] for k, c in again.counts.items()} == {"train": 1, "encrypt": 2, "attack": 7}
     assert sum(c["done"] for c in again.counts.values()) == 0
     rerun = runs_by_kind(cfg.tracking.uri, cfg.experiment)
+    # Each invocation is a record of its own under the sweep's run, which spans them all.
+    invocations = sorted(rerun["invocation"], key=lambda r: r.info.start_time)
+    assert [(r.data.metrics["jobs_done"], r.data.metrics["jobs_skipped"]) for r in invocations] == [(10, 0), (0, 10)]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id and r.info.status == "FINISHED"
+               for r in invocations)
+    assert rerun["sweep"][0].data.tags["resolved.attacks"] == "finetune,clip,adaptive,scratch"
     ids = Counter(r.data.tags["job_id"] for kind in ("train", "encrypt", "attack", "summary") for r in rerun[kind])
     assert set(ids.values()) == {1}, "a rerun must not duplicate runs"
     assert {r.info.run_id for r in rerun["summary"]} == {r.info.run_id for r in runs["summary"]}, \
         "summaries that did not change are not written again"
     assert len(rerun["sweep"]) == 1
+
+    # As if the sweep had last run before `adaptive` was registered: the rerun says what changed before it runs.
+    tracker = Tracker(cfg.tracking.uri, cfg.experiment)
+    tracker.tag_sweep(parent.info.run_id, {"resolved.attacks": "finetune,clip,scratch"})
+    console = Console(record=True, width=2000)
+    run_sweep(cfg, console=console)
+    assert ("note: the attack registry changed since this sweep last ran: added adaptive (attacks.names now means "
+            "finetune,clip,adaptive,scratch); the jobs this adds run now") in console.export_text()
 
     # A finished job whose files are gone (a cleaned storage folder) runs again; the rest stay skipped.
     next((tmp_path / "storage" / "encrypted").glob("*.safetensors")).unlink()

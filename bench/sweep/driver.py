@@ -40,6 +40,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from attacks import attack_names
 from bench.errors import BenchError
 from bench.sweep.config import SweepConfig
 from bench.sweep.jobs import JobContext, damaged_output, output_files, run_job
@@ -53,6 +54,7 @@ from bench.sweep.plan import (
     TrainJob,
     dependencies,
     plan_for,
+    resolve_attacks,
     stable_hash,
 )
 from bench.sweep.results import (
@@ -356,6 +358,7 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
            start: float) -> SweepOutcome:
     """`run_sweep` past its checks, with the store's lock held: open the store, start Ray if a job is left,
     run and log the jobs, log the summaries, close the sweep's run."""
+    started_at = time.time() - (time.perf_counter() - start)  # the invocation's wall-clock start
     check = partial(preflight, cfg, contexts["train"], on_cluster=cluster is not None, console=console)
     start_ray = partial(connect, address, cfg.jobs.runtime_env, local_cpus)
     # A new store, or a file missing that a finished job leaves: some job is surely left, so Ray starts while
@@ -377,7 +380,11 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
             parent = tracker.open_sweep(sweep_id(cfg), cfg.name,
                                         {"config": cfg.model_dump_json(), **{f"jobs.{k}": v for k, v in plan.counts().items()}},
                                         [j.id for j in plan.jobs])
-            tracker.tag_sweep(parent, {TOLERANCE_TAG: str(cfg.report.tolerance)})
+            said_before = tracker.sweep_tag(parent, RESOLVED_TAG)
+            resolved = ",".join(resolve_attacks(cfg.attacks.names, attack_names()))
+            if said_before is not None and said_before != resolved:
+                console.print(registry_change(said_before, resolved), markup=False, highlight=False)
+            tracker.tag_sweep(parent, {TOLERANCE_TAG: str(cfg.report.tolerance), RESOLVED_TAG: resolved})
         except BaseException:  # a store that cannot be read or written, a cluster too small: Ray goes too
             if started:
                 ray.shutdown()
@@ -442,12 +449,28 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
         if started:
             ray.shutdown()
         try:
-            tracker.close_sweep(parent, status, {"sweep_seconds": outcome.seconds, "jobs_failed": len(outcome.failed)})
+            counts = {f"jobs_{what}": float(sum(c[what] for c in outcome.counts.values())) for what in ("done", "skipped")}
+            tracker.close_sweep(parent, status, {"sweep_seconds": outcome.seconds, "jobs_failed": len(outcome.failed),
+                                                 **counts}, started=started_at)
         except BenchError as err:
             if sys.exc_info()[0] is None:  # nothing else is on its way out: this is the error to report
                 raise
             console.print(f"note: {err}", markup=False, highlight=False)
     return outcome
+
+
+RESOLVED_TAG = "resolved.attacks"  # on the sweep run: the attacks `attacks.names` meant when it last ran
+
+
+def registry_change(before: str, now: str) -> str:
+    """What a rerun says when `attacks.names` resolves to other attacks than when the sweep last ran (a plugin
+    installed or removed): the jobs that adds are then run, not slipped in unannounced."""
+    old, new = before.split(","), now.split(",")
+    added, removed = [a for a in new if a not in old], [a for a in old if a not in new]
+    return ("note: the attack registry changed since this sweep last ran: "
+            + "; ".join(part for part in (f"added {', '.join(added)}" if added else "",
+                                         f"removed {', '.join(removed)}" if removed else "") if part)
+            + f" (attacks.names now means {now}); the jobs this adds run now")
 
 
 def grouping_params(plan: Plan, cfg: SweepConfig, summary: Summary) -> dict[str, Any]:

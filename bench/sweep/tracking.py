@@ -273,11 +273,20 @@ class Tracker:
     def sweep_tag(self, run_id: str, key: str) -> str | None:
         return self.client.get_run(run_id).data.tags.get(key)
 
-    def close_sweep(self, run_id: str, status: str, metrics: dict[str, float] | None = None) -> None:
-        """End the sweep's run as ``status``; its figures first, but a store that takes no figures still gets
-        the status, so no sweep is left RUNNING by a driver that exits."""
+    def close_sweep(self, run_id: str, status: str, metrics: dict[str, float] | None = None,
+                    started: float | None = None) -> None:
+        """End the sweep's run as ``status``; its figures first, each driver invocation also as a run of its
+        own under it (kind ``invocation``, started at ``started``, a time.time()), since the sweep's run spans
+        every invocation; a store that takes no figures still gets the status, so no sweep is left RUNNING
+        by a driver that exits."""
         try:
             self._log(run_id, metrics=metrics or {})
+            invocation = self.client.create_run(
+                self.experiment_id, run_name=f"invocation {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                start_time=int(1000 * started) if started else None,
+                tags={PARENT_TAG: run_id, "kind": "invocation", **self.code}).info.run_id
+            self._log(invocation, metrics=metrics or {})
+            self.client.set_terminated(invocation, status=status)
         except Exception as err:
             raise self._write_error(err, f"record the sweep's figures ({status})", run_id, status) from None
         try:
