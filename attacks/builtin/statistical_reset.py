@@ -23,24 +23,27 @@ from attacks.retrain import FINETUNE_AFTER, LR, OPTIMIZER, PATIENCE, RECIPES, fi
 from attacks.weights import MAD_TO_SIGMA, robust_scale, robust_z, weight_params
 from common.training import accuracy
 
-FAR_ABOVE = 10.0
-"""A band at an extreme piles up when it holds more than this many times the values the bulk predicts there."""
-
 
 def laplace_cdf(x: torch.Tensor, median: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """CDF of the Laplace distribution centred on ``median`` with MAD-derived ``scale`` (its MAD is ``scale * ln 2``)."""
+    """CDF of the Laplace distribution centred on ``median`` with ``scale`` (whose MAD is ``scale * ln 2``)."""
     z = (x - median) / scale
     return torch.where(z < 0, 0.5 * torch.exp(z), 1 - 0.5 * torch.exp(-z))
 
 
-def extreme_piles(w: torch.Tensor, band: float, min_pile: int) -> torch.Tensor:
+def poisson_tail(count: int, mean: float) -> float:
+    """``P(N >= count)`` for ``N`` Poisson with ``mean`` (``count >= 1``): the regularized lower incomplete gamma."""
+    k, mean64 = torch.tensor(count, dtype=torch.float64), torch.tensor(mean, dtype=torch.float64)
+    return float(torch.special.gammainc(k, mean64))
+
+
+def extreme_piles(w: torch.Tensor, band: float, min_pile: int, significance: float) -> torch.Tensor:
     """Mask of the values within ``band`` (a share of the tensor's range) of its min or max, on a side where they pile.
 
-    A defence that clamps perturbed weights to the tensor's [min, max] leaves many at (or next to) the bounds,
-    where a trained tensor holds one value. The bulk is modelled as a Laplace distribution fitted to the
-    median and MAD (heavier-tailed than a normal, as trained weights are, so it predicts the tails generously);
-    a side's band is flagged when it holds at least ``min_pile`` values and more than ``FAR_ABOVE`` times what
-    that fit predicts for it.
+    A defence that clamps perturbed weights to the tensor's [min, max] leaves several at (or next to) the
+    bounds, where a trained tensor holds one value. The bulk is modelled as a Laplace distribution fitted to
+    the median and MAD (heavier-tailed than a normal, as trained weights are, so it predicts the tails
+    generously), which puts a Poisson count with mean ``expected`` in each band; a side's band is flagged when
+    it holds at least ``min_pile`` values and a count that large has a probability below ``significance``.
     """
     flat = w.detach().flatten().double()
     low, high = flat.min(), flat.max()
@@ -53,7 +56,7 @@ def extreme_piles(w: torch.Tensor, band: float, min_pile: int) -> torch.Tensor:
     for side, start, end in ((flat <= low + width, low, low + width), (flat >= high - width, high - width, high)):
         expected = flat.numel() * float(laplace_cdf(end, median, scale) - laplace_cdf(start, median, scale))
         count = int(side.sum())
-        if count >= min_pile and count > FAR_ABOVE * expected:
+        if count >= min_pile and poisson_tail(count, expected) < significance:
             mask |= side
     return mask.view_as(w)
 
@@ -68,14 +71,18 @@ class StatisticalReset(Attack):
     who sees only the obfuscated model finds them, resets them and fine-tunes on a few samples. AdvParams
     (Xue et al., arXiv:2105.13697) clamps its moved scalars the same way. Two flags, ``flags`` picks which:
     ``extremes``, the values within ``band`` of a tensor's min or max on a side where far more of them sit
-    than the bulk predicts (:func:`extreme_piles`); ``outliers``, the values whose robust z-score
-    ``|w - median| / (1.4826 MAD)`` exceeds ``z`` (Leys et al., JESP 2013). Flagged weights take the reset
-    value (their tensor's median or zero); with ``finetune_after`` all layers are then fine-tuned with the
-    whole compute (the reset needs no gradient). ``changed`` lists the reset positions (the guess of the key).
+    than the bulk predicts (:func:`extreme_piles`, at ``significance``); ``outliers``, the values whose
+    robust z-score ``|w - median| / (1.4826 MAD)`` exceeds ``z`` (Leys et al., JESP 2013). Flagged weights
+    take the reset value (their tensor's median or zero); with ``finetune_after`` all layers are then
+    fine-tuned with the whole compute (the reset needs no gradient). ``changed`` lists the reset positions
+    (the attacker's guess of the key).
     """
 
     name = "statistical_reset"
-    paper = "Zhang et al., GroupCover, ICML 2024; Zhou et al., NNSplitter, ICML 2023; Xue et al., AdvParams, arXiv:2105.13697"
+    paper = (
+        "Zhang et al., GroupCover, ICML 2024; Zhou et al., NNSplitter, ICML 2023; "
+        "Xue et al., AdvParams, arXiv:2105.13697"
+    )
     params = (
         Param(
             "flags", "choice", "extremes", choices=("extremes", "outliers", "both"),
@@ -88,6 +95,10 @@ class StatisticalReset(Attack):
         Param(
             "min_pile", "int", 2, low=2, high=64, log=True,
             help="fewest values in a band that can make a pile (a trained tensor holds one value at each extreme)",
+        ),
+        Param(
+            "significance", "float", 1e-3, low=1e-8, high=0.05, log=True,
+            help="a band piles up when the bulk would put that many values in it with a probability below this",
         ),
         Param("z", "float", 8.0, low=3.0, high=20.0, help="robust z-score above which a weight is an outlier"),
         Param("reset", "choice", "median", choices=("median", "zero"), help="the value a flagged weight takes"),
@@ -133,7 +144,7 @@ class StatisticalReset(Attack):
         """Mask of the weights of ``w`` that ``params['flags']`` selects."""
         mask = torch.zeros_like(w, dtype=torch.bool)
         if params["flags"] in ("extremes", "both"):
-            mask |= extreme_piles(w, params["band"], params["min_pile"])
+            mask |= extreme_piles(w, params["band"], params["min_pile"], params["significance"])
         if params["flags"] in ("outliers", "both"):
             mask |= robust_z(w) > params["z"]
         return mask
