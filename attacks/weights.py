@@ -84,3 +84,9 @@ def loss_gradients(
     grads = {n: torch.zeros_like(w) if w.grad is None else w.grad.detach().clone() for n, w in weights.items()}
     model.zero_grad(set_to_none=True)
     return grads
+
+
+def reset_values(weights: dict[str, nn.Parameter], rule: str) -> dict[str, torch.Tensor]:
+    """Per tensor, the value a reset scalar takes: the tensor's median (where its bulk sits) or zero."""
+    return {n: robust_scale(w)[0] if rule == "median" else torch.zeros((), dtype=w.dtype, device=w.device)
+            for n, w in weights.items()}

@@ -19,13 +19,7 @@ from attacks.base import (
 )
 from attacks.registry import register_attack
 from attacks.retrain import FINETUNE_AFTER, LR, OPTIMIZER, PATIENCE, BestState, fit
-from attacks.weights import loss_gradients, robust_scale, weight_params
-
-
-def reset_values(weights: dict[str, nn.Parameter], rule: str) -> dict[str, torch.Tensor]:
-    """Per tensor, the value a reset scalar takes: the tensor's median (where its bulk sits) or zero."""
-    return {n: robust_scale(w)[0] if rule == "median" else torch.zeros((), dtype=w.dtype, device=w.device)
-            for n, w in weights.items()}
+from attacks.weights import loss_gradients, reset_values, weight_params
 
 
 def reset_gains(

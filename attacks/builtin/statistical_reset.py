@@ -17,10 +17,15 @@ from attacks.base import (
     Param,
     Report,
 )
-from attacks.builtin.key_inversion import reset_values
 from attacks.registry import register_attack
 from attacks.retrain import FINETUNE_AFTER, LR, OPTIMIZER, PATIENCE, RECIPES, fit
-from attacks.weights import MAD_TO_SIGMA, robust_scale, robust_z, weight_params
+from attacks.weights import (
+    MAD_TO_SIGMA,
+    reset_values,
+    robust_scale,
+    robust_z,
+    weight_params,
+)
 from common.training import accuracy
 
 
