@@ -73,6 +73,57 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
     assert all(after[j] == run_id for j, run_id in before.items()), "finished jobs must be kept, not rerun"
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (read from /proc: the Ray a driver started, its agents and workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_the_sweep_like_ctrl_c_and_ray_goes_with_it(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, attacks={"names": ["finetune", "clip", "adaptive", "magnitude_prune", "scratch"],
+                                         "fractions": [0.2, 0.4], "trials": 2, "epochs": 2})
+    path = _write(cfg, tmp_path / "cfg.yaml")
+    driver = subprocess.Popen([str(ADVPARAMS), "sweep", str(path), "--no-report"], env=_env(), cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while _finished(cfg.tracking.uri, cfg.experiment) < 4 and time.time() < deadline and driver.poll() is None:
+            time.sleep(0.5)
+        assert driver.poll() is None, "the sweep ended before it could be stopped: " + driver.stderr.read().decode()[-2000:]
+        ray_processes = _descendants(driver.pid)
+        assert ray_processes, "a local Ray runs below the driver"
+        driver.send_signal(signal.SIGTERM)  # the driver alone, as a scheduler or `kill` would
+        assert driver.wait(timeout=120) == 130, driver.stderr.read().decode()[-2000:]
+        deadline = time.time() + 60
+        while any(_alive(p) for p in ray_processes) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not [p for p in ray_processes if _alive(p)], "Ray's processes outlived the driver"
+        [sweep] = runs_by_kind(cfg.tracking.uri, cfg.experiment)["sweep"]
+        assert sweep.info.status == "KILLED"
+    finally:
+        with __import__("contextlib").suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+
+
 NODE_LOSS = textwrap.dedent(
     """
     import sys, threading, time

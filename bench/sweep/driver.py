@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections import Counter
@@ -139,6 +141,7 @@ def connect(address: str | None, runtime_env: dict | None, local_cpus: int | Non
     if ray.is_initialized():
         return False
     target = cluster_address(address)
+    handlers = _signal_handlers()
     try:
         if target:
             with _one_gcs_attempt():
@@ -148,7 +151,19 @@ def connect(address: str | None, runtime_env: dict | None, local_cpus: int | Non
                      log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise BenchError(f"cannot start or reach Ray{f' at {target}' if target else ''}: {first_line(err)}") from None
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
     return True
+
+
+def _signal_handlers() -> dict[signal.Signals, Any]:
+    """SIGTERM's and SIGHUP's handlers as they are before Ray starts, to be put back after: Ray installs its
+    own (its core's aborts the driver on the spot, exit -6; its Python one exits at once, exit 15), either way
+    leaving its processes to linger, where the command's handler stops the sweep as Ctrl-C does. Signal
+    handlers belong to the main thread; elsewhere there is nothing to keep."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {n: h for n in (signal.SIGTERM, signal.SIGHUP) if callable(h := signal.getsignal(n))}
 
 
 def wait_for_cluster(address: str, timeout: float) -> None:
