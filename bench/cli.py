@@ -7,13 +7,12 @@ every model and key file as it was.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import getpass
 import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from rich.table import Table
 
 from bench.catalog import KINDS
 from bench.errors import BenchError
+from bench.signals import raising_on
 from common.errors import UserError, first_line
 
 # Tables are wide; when piped (CI logs, files) rich would wrap them at 80 columns.
@@ -296,7 +296,9 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from bench.sweep.driver import print_outcome, run_sweep
 
     uri = args.tracking_uri or cfg.tracking.uri
-    with _stopped_like_ctrl_c(signal.SIGTERM, signal.SIGHUP):
+    # A scheduler's SIGTERM or a closed terminal's SIGHUP stops the sweep as Ctrl-C does: jobs cancelled, the
+    # sweep's run marked KILLED, Ray shut down along its own paths (Python's default would leave it to linger).
+    with raising_on((signal.SIGTERM, signal.SIGHUP), KeyboardInterrupt):
         outcome = run_sweep(cfg, address=args.address, tracking_uri=uri, console=Console(stderr=True),
                             local_cpus=args.cpus, max_jobs=args.max_jobs)
     print_outcome(outcome, console)
@@ -304,22 +306,6 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         _report(uri, cfg.experiment, args.out, outcome.parent_run_id, cfg.report.tolerance)
     if not outcome.ok:
         raise BenchError(f"{len(outcome.failed)} job(s) failed; see the FAILED runs in MLflow, then rerun to retry them")
-
-
-@contextlib.contextmanager
-def _stopped_like_ctrl_c(*signals: signal.Signals) -> Iterator[None]:
-    """While the sweep runs, a SIGTERM (a scheduler, `kill`) or SIGHUP (a closed terminal) stops it as Ctrl-C
-    does: running jobs cancelled, the sweep's run marked KILLED, and Ray shut down along its own paths, instead
-    of Python's default of dying on the spot and leaving Ray's processes to linger."""
-    def interrupt(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, interrupt) for s in signals}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _report(uri: str, experiment: str, out: Path | None, sweep_run: str | None = None,

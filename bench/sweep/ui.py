@@ -18,11 +18,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from bench.errors import BenchError
+from bench.signals import raising_on
 from bench.sweep.tracking import (
     COMPARISON_VIEW_KEY,
     COMPARISON_VIEW_TAG,
@@ -76,7 +76,8 @@ def serve(uri: str, host: str, port: int, experiment: str | None,
     found = _experiment(uri, experiment)
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     start = time.monotonic()
-    with tempfile.TemporaryFile() as log, _signals_stop():
+    # SIGTERM, SIGINT and SIGHUP raise `_Stop`, so the server is ended before this process goes.
+    with tempfile.TemporaryFile() as log, raising_on((signal.SIGTERM, signal.SIGINT, signal.SIGHUP), _Stop):
         server = subprocess.Popen(server_command(uri, host, port), stdin=subprocess.DEVNULL, stdout=log,
                                   stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
@@ -126,21 +127,6 @@ def _last_line(log) -> str:
     log.seek(0)
     lines = [line.strip() for line in log.read().decode(errors="replace").splitlines() if line.strip()]
     return lines[-1] if lines else "no output"
-
-
-@contextmanager
-def _signals_stop() -> Iterator[None]:
-    """SIGTERM, SIGINT and SIGHUP raise `_Stop` here, so the server is ended before this process goes."""
-    def stop(*_: object) -> None:
-        raise _Stop
-
-    caught = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, stop) for sig in caught}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _end(server: subprocess.Popen) -> None:
