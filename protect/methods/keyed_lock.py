@@ -34,7 +34,7 @@ OPTIONS = (
     Param(
         "rho", "float", 0.01, low=0.0, high=0.1,
         help="share of each layer's weights re-drawn, at least one per layer (0: one per layer); "
-        "max_params caps the total, scaling every layer down in proportion",
+        "max_params caps the total (one weight per layer first, the rest in proportion to each layer's share)",
     ),
     Param(
         "importance", "choice", "magnitude", choices=("magnitude", "saliency"),
