@@ -106,6 +106,8 @@ def nnsplitter(run: EncryptionRun) -> dict[str, Any]:
         generator = torch.Generator().manual_seed(run.budget.seed)
         scores = [torch.rand(len(p), generator=generator, dtype=torch.float64) for p in params]
     masks, in_band = _masks(run, names, scores)
+    if not masks:
+        return {"stop_reason": "no_weight_but_range_holders"}
     steps, best, reason, extra = _optimise(run, masks)
     for mask, values in zip(masks, best, strict=True):
         run.ledger.set(mask.name, mask.index, values.double())
