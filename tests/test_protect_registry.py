@@ -68,7 +68,7 @@ def test_builtins_are_found_without_an_import_list() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "['advparams', 'random', 'reinit']"
+    assert done.stdout.strip() == "['advparams', 'keyed_lock', 'nnsplitter', 'random', 'reinit']"
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_check_options_fills_defaults(method: str, values: dict, expected: dict)
 
 
 def test_check_options_refuses_an_unknown_method() -> None:
-    with pytest.raises(ProtectError, match=r"^unknown protection method 'fgsm'; registered: advparams, random"):
+    with pytest.raises(ProtectError, match=r"^unknown protection method 'fgsm'; registered: advparams, keyed_lock, nnsplitter, random"):
         check_options("fgsm", {})
 
 
