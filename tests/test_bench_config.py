@@ -34,7 +34,7 @@ def base() -> dict:
         ({"jobs": {"amp": "fast"}}, "jobs.amp"),
         ({"name": "bad name!"}, "name: String should match pattern"),
         ({"protect": {"methods": ["advparams", "fgsm"]}},
-         "protect.methods: unknown protection method 'fgsm'; registered: advparams, random"),
+         "protect.methods: unknown protection method 'fgsm'; registered: advparams, keyed_lock, nnsplitter, random, reinit"),
         ({"protect": {"methods": ["random"], "match": {"random": "random"}}}, "protect.match: 'random' cannot match itself"),
         ({"protect": {"methods": ["random"], "match": {"random": "advparams"}}},
          "protect.match: 'random' matches 'advparams', which is not in protect.methods (random)"),
@@ -121,7 +121,7 @@ def test_options_reach_the_budget_resolved_per_method() -> None:
         ({"advparams": {"rnk": "gain"}}, "protect.options.advparams: unknown param 'rnk' for protection method "
                                          "'advparams'; known: rank, loss"),
         ({"random": {"rank": "gain"}}, "protect.options.random: unknown param 'rank' for protection method 'random'"),
-        ({"fgsm": {}}, "protect.options.fgsm: unknown protection method 'fgsm'; registered: advparams, random"),
+        ({"fgsm": {}}, "protect.options.fgsm: unknown protection method 'fgsm'; registered: advparams, keyed_lock, nnsplitter, random, reinit"),
     ],
 )
 def test_bad_options_are_refused_when_planning(options: dict, message: str) -> None:

@@ -209,4 +209,8 @@ def test_logging_through_an_mlflow_server(tmp_path: Path) -> None:
         assert any(p.endswith(".png") for p in client_artifacts)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a loaded machine: the test's own server must not outlive it
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
