@@ -166,13 +166,15 @@ def build_report(tracker: Tracker, experiment: str, job_ids: set[str] | None = N
                  tolerance: float = DEFAULT_TOLERANCE) -> Report:
     """The report of ``job_ids`` (a sweep's plan; None: every finished job of the experiment), its verdicts
     held against ``tolerance`` (points of stolen value)."""
-    finished = [r for job_id, r in tracker.finished().items() if job_ids is None or job_id in job_ids]
+    done = tracker.finished()
+    failures = tracker.failures(done)
+    finished = [r for job_id, r in done.items() if job_ids is None or job_id in job_ids]
     encrypts = [r for r in finished if r.kind == "encrypt"]
     attacks = [r for r in finished if r.kind == "attack"]
-    if not encrypts and not attacks and not tracker.failures():
+    if not encrypts and not attacks and not failures:
         raise BenchError(f"experiment {experiment!r} has no finished encrypt or attack runs in {tracker.uri}")
     rows = attack_rows(summarize((attack_row(r) for r in attacks), tolerance=tolerance))
-    failed = sorted((r.name, first_line(r.error or "no error recorded")) for job_id, r in tracker.failures().items()
+    failed = sorted((r.name, first_line(r.error or "no error recorded")) for job_id, r in failures.items()
                     if job_ids is None or job_id in job_ids)
     return Report(experiment, protection_rows(encrypts), rows, tolerance, plateaus(rows), data_equivalents(rows), failed)
 

@@ -230,10 +230,11 @@ class Tracker:
                 self._recorded.add(job_id)
         return found
 
-    def failures(self) -> dict[str, JobResult]:
-        """The FAILED run of every job that has no FINISHED one, by job id (one record per job id)."""
+    def failures(self, finished: dict[str, JobResult] | None = None) -> dict[str, JobResult]:
+        """The FAILED run of every job that has no FINISHED one, by job id (one record per job id); ``finished``
+        is `finished()` where the caller has read it already."""
         failed = {r.data.tags.get("job_id"): result_from_run(r) for r in self.runs("attributes.status = 'FAILED'")}
-        finished = self.finished()
+        finished = self.finished() if finished is None else finished
         return {job_id: r for job_id, r in failed.items() if job_id and job_id not in finished}
 
     # ---------------------------------------------------------------------------------------- writing
