@@ -138,3 +138,14 @@ def test_the_sweeps_run_holds_the_leaderboard_as_an_mlflow_table(tmp_path: Path)
         client.get_run(sweep).data.tags["mlflow.loggedArtifacts"])
     artifacts = {a.path for a in client.list_artifacts(sweep, "report")}
     assert {"report/leaderboard.json", "report/pareto_digits.png"} <= artifacts
+
+
+def test_benchmarks_md_holds_the_same_table_and_links_the_pareto_plot() -> None:
+    from benchmarks.paper import leaderboard_section
+
+    lines = leaderboard_section(report_of(results()), ["benchmarks/figures/methods/pareto_digits.png"])
+    rows = [line for line in lines if line.startswith("| ") and "digits" in line]
+    assert [row.split(" | ")[5] for row in rows] == [m for m, _ in ORDER]
+    assert rows[0].startswith("| 1 | digits | cnn | 10 | 10 | reinit | all | positive | 99 |")
+    assert "| 27.3±2.5 | [23.1, 31.6] | **broken** | yes |" in rows[2] and rows[2].endswith("| ★ |")
+    assert lines[-1] == "![pareto_digits](benchmarks/figures/methods/pareto_digits.png)"

@@ -429,10 +429,15 @@ def write_plots(report: Report, out: Path) -> list[Path]:
         paths.append(_stolen_value_plot(report, dataset, out))
         if len({r.epochs for r in report.attacks if r.dataset == dataset}) > 1:
             paths.append(_compute_plot(report, dataset, out))
+    return paths + pareto_plots(report, out)
+
+
+def pareto_plots(report: Report, out: Path) -> list[Path]:
+    """``pareto_<data set>.png`` of each data set on the leaderboard."""
+    out.mkdir(parents=True, exist_ok=True)
     entries = report.leaderboard
-    for dataset in sorted({e.dataset for e in entries}):
-        paths.append(_pareto_plot([e for e in entries if e.dataset == dataset], report.tolerance, out))
-    return paths
+    return [_pareto_plot([e for e in entries if e.dataset == dataset], report.tolerance, out)
+            for dataset in sorted({e.dataset for e in entries})]
 
 
 VERDICT_MARKER = {BROKEN: "X", HOLDS: "o", INCONCLUSIVE: "^"}
