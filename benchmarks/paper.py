@@ -6,13 +6,15 @@ Runs the config's sweep (a rerun resumes: finished jobs are skipped), reads the 
 and prints per data set the protection (clean, encrypted, drop in points and relative to clean, scalars
 changed, encryption time, decrypted accuracy) beside the drop the paper's abstract reports, then per
 attacker budget every attack's tuned accuracy, training from scratch, the worst case and the stolen value,
-each as mean ± standard deviation over the seeds. With --write, the printed section replaces the one in
-BENCHMARKS.md. Every figure is what this code printed.
+each as mean ± standard deviation over the seeds, and the leaderboard (every cell ranked by stolen value).
+With --write, the printed section replaces the one in BENCHMARKS.md and the leaderboard's Pareto plots are
+written to benchmarks/figures/<config>/ beside it. Every figure is what this code printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +26,7 @@ from bench.sweep.config import SweepConfig, load_config
 from bench.sweep.driver import print_outcome, run_sweep
 from bench.sweep.plan import plan_for
 from bench.sweep.report import (
+    LEADERBOARD_HEADER,
     ProtectionRow,
     Report,
     bounds,
@@ -33,6 +36,8 @@ from bench.sweep.report import (
     cell,
     failed_baseline_lines,
     failed_job_lines,
+    leaderboard_cells,
+    pareto_plots,
     recall_text,
 )
 from bench.sweep.results import trust_label
@@ -125,7 +130,27 @@ def curves_section(report: Report) -> list[str]:
     return out
 
 
-def render(report: Report, cfg: SweepConfig, command: str, sweep_seconds: float | None) -> str:
+def leaderboard_section(report: Report, figures: Sequence[str] = ()) -> list[str]:
+    """The leaderboard's entries as a markdown table (a broken verdict in bold), then each Pareto plot."""
+    verdict_column = LEADERBOARD_HEADER.index("verdict")
+    rows = []
+    for e in report.leaderboard:
+        cells = leaderboard_cells(e)
+        if e.decision == "broken":
+            cells[verdict_column] = f"**{e.decision}**"
+        rows.append(cells)
+    out = ["Ranked by stolen value, lowest (the best protection) first, per data set, model and attacker budget; "
+           "`control` marks the calibration controls (`random` protects nothing, `reinit` leaves nothing to steal); "
+           "★ marks the Pareto front of the other methods (no other changes fewer parameters and leaves less to steal). "
+           "See the README, *Reading the leaderboard*.", ""]
+    out += _md(list(LEADERBOARD_HEADER), rows)
+    for path in figures:
+        out += ["", f"![{Path(path).stem}]({path})"]
+    return out
+
+
+def render(report: Report, cfg: SweepConfig, command: str, sweep_seconds: float | None,
+           figures: Sequence[str] = ()) -> str:
     m = Machine.current()
     lines = [
         f"## Protection on the real data sets (`{cfg.name}`)",
@@ -148,6 +173,10 @@ def render(report: Report, cfg: SweepConfig, command: str, sweep_seconds: float 
         "### Stolen value against compute and data",
         "",
         *curves_section(report),
+        "",
+        "### Leaderboard",
+        "",
+        *leaderboard_section(report, figures),
     ]
     return "\n".join(lines) + "\n"
 
@@ -176,7 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"benchmarks.paper: error: {err}", file=sys.stderr)
         return 2
     command = "python -m benchmarks.paper " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = render(report, cfg, command.strip(), seconds)
+    figures: list[str] = []
+    if args.write:  # the Pareto plots beside the markdown file, linked from it
+        folder = args.write.parent / "benchmarks" / "figures" / cfg.name
+        figures = [os.path.relpath(p, args.write.parent) for p in pareto_plots(report, folder)]
+    text = render(report, cfg, command.strip(), seconds, figures)
     print(text)
     if args.write:
         update_section(args.write, cfg.name, text)  # one section per config

@@ -42,6 +42,12 @@ def base() -> dict:
          "protect.match: 'random' matches 'advparams', which matches 'random' in turn"),
         ({"protect": {"loss": "margin"}}, "protect.loss: unknown key"),
         ({"protect": {"random_matches_advparams": True}}, "protect.random_matches_advparams: unknown key"),
+        ({"protect": {"method_max_params": {"lock": [8]}}},
+         "protect.method_max_params: unknown protection method 'lock'"),
+        ({"protect": {"method_max_params": {"keyed_lock": []}}},
+         "protect.method_max_params: 'keyed_lock': give at least one max_params, each >= 1"),
+        ({"protect": {**base()["protect"], "method_max_params": {"random": [4, 16]}}},
+         "protect: 'random' matches 'advparams', which does not run at max_params [16]"),
     ],
 )
 def test_bad_values_name_the_key(change: dict, message: str) -> None:
@@ -88,6 +94,19 @@ def test_plan_expands_the_grid_and_ids_are_stable() -> None:
     changed = make_plan(parse_config(base(), overrides=["attacks.epochs=3"]), ["finetune", "scratch"], {"scratch"})
     assert {j.id for j in changed.trains} == {j.id for j in plan.trains}  # training did not change
     assert not {j.id for j in changed.attacks} & {j.id for j in plan.attacks}
+
+
+def test_a_method_with_budgets_of_its_own_runs_at_those_alone_and_the_others_keep_their_ids() -> None:
+    raw = base()
+    plain = make_plan(parse_config(raw), ["finetune", "scratch"], weight_free={"scratch"})
+    raw["protect"]["methods"] += ["keyed_lock", "reinit"]
+    raw["protect"]["method_max_params"] = {"keyed_lock": [8, 64], "reinit": [64]}
+    plan = make_plan(parse_config(raw), ["finetune", "scratch"], weight_free={"scratch"})
+    cells = {(e.method, e.cell) for e in plan.encrypts}
+    assert cells == {("advparams", "n=4,eps=1"), ("advparams", "n=8,eps=1"), ("random", "n=4,eps=1"),
+                     ("random", "n=8,eps=1"), ("keyed_lock", "n=8,eps=1"), ("keyed_lock", "n=64,eps=1"), ("reinit", "all")}
+    assert {e.id for e in plain.encrypts} < {e.id for e in plan.encrypts}  # the shared grid's jobs are the same jobs
+    assert [e.budget["max_params"] for e in plan.encrypts if e.method == "reinit"] == [4, 4]  # the first cell, per seed
 
 
 def test_matched_jobs_follow_the_job_they_match_and_only_matched_jobs_match() -> None:

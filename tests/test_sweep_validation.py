@@ -106,8 +106,12 @@ def grid(**changes: Any) -> dict:
                       {"name": "digits", "owner_samples": 100, "models": [{"name": "mlp"}]}]},
         {"protect": {"methods": ["advparams", "reinit", "random"], "max_params": [4, 8], "eps": [1.0, 2.0]},
          "attacks": {"names": ["all"], "fractions": [0.1, 0.3], "epochs": [2, 4, 4]}},
+        {"protect": {"methods": ["advparams", "random", "keyed_lock", "reinit"], "match": {"random": "advparams"},
+                     "max_params": [4, 8], "eps": [1.0, 2.0], "method_max_params": {"keyed_lock": [8, 64, 64], "random": [4]}},
+         "attacks": {"names": ["all"], "methods": ["keyed_lock", "random"]}},
     ],
-    ids=["plain", "repeated-entries", "narrowed-attacks", "shared-baselines", "repeated-datasets", "reinit-and-caps"],
+    ids=["plain", "repeated-entries", "narrowed-attacks", "shared-baselines", "repeated-datasets", "reinit-and-caps",
+         "own-budgets"],
 )
 def test_counting_the_jobs_gives_what_planning_them_gives(changes: dict) -> None:
     cfg = parse_config(grid(**changes))

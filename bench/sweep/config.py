@@ -80,6 +80,8 @@ class Protect(Strict):
     ``match`` maps a method to the method whose scalar count it takes in the same cell (``{random:
     advparams}``: the control changes as many scalars as AdvParams did; ignored for a method not run); ``options`` holds each method's
     own options (``{advparams: {loss: margin}}``), checked against what it declares when planning.
+    ``method_max_params`` gives a method budgets of its own in place of ``max_params`` (``{keyed_lock: [256,
+    6144]}``): methods whose budgets lie far apart share one sweep without running each at the others' budgets.
     """
 
     methods: list[str] = Field(["advparams", "random"], min_length=1)
@@ -91,8 +93,13 @@ class Protect(Strict):
     stay_in_range: bool = True
     match: dict[str, str] = {}
     options: dict[str, dict[str, Any]] = {}
+    method_max_params: dict[str, list[int]] = {}
 
     _lists = field_validator("methods", "max_params", "eps", mode="before")(_as_list)
+
+    def budgets(self, method: str) -> list[int]:
+        """The max_params values ``method`` runs at."""
+        return self.method_max_params.get(method, self.max_params)
 
     @field_validator("methods")
     @classmethod
@@ -127,6 +134,27 @@ class Protect(Strict):
         if any(n < 1 for n in v):
             raise ValueError("every max_params must be >= 1")
         return v
+
+    @field_validator("method_max_params")
+    @classmethod
+    def _own_budgets(cls, v: dict[str, list[int]]) -> dict[str, list[int]]:
+        from protect.registry import METHODS
+
+        for method, counts in v.items():
+            METHODS.get(method)
+            if not counts or any(n < 1 for n in counts):
+                raise ValueError(f"{method!r}: give at least one max_params, each >= 1")
+        return v
+
+    @model_validator(mode="after")
+    def _matched_budgets_are_run(self) -> Protect:
+        for method, target in self.match.items():
+            if method in self.methods and target in self.methods:
+                missing = sorted(set(self.budgets(method)) - set(self.budgets(target)))
+                if missing:
+                    raise ValueError(f"{method!r} matches {target!r}, which does not run at max_params {missing}: "
+                                     "a matched method runs only where the method it matches does")
+        return self
 
     @field_validator("eps")
     @classmethod

@@ -30,7 +30,7 @@ RESULTS_VERSION = {"train": 1, "encrypt": 1, "attack": 2}
 
 #: The most jobs a sweep plans unless told otherwise (`advparams sweep --max-jobs`). A 95,200-job grid grew the
 #: driver past 2.2 GB before any job ran (about 23 KB a job), so 20,000 keep it under half a gigabyte; that is
-#: over ten times the largest shipped grid (configs/paper-gpu.yaml: 1,224 jobs), so a bigger grid is more
+#: above the largest shipped grid (configs/paper-gpu.yaml: 14,745 jobs), so a bigger grid is more
 #: likely a list grown by mistake than a plan.
 MAX_JOBS = 20_000
 
@@ -233,13 +233,15 @@ def make_plan(cfg: SweepConfig, registered_attacks: list[str], weight_free: set[
             train = _train_job(ds, m, seed)
             trains.setdefault(train.id, train)
             cell_jobs: list[EncryptJob] = []
-            for number, (max_params, eps) in enumerate(itertools.product(p.max_params, p.eps)):
+            for number, (max_params, eps) in enumerate(itertools.product(budget_grid(p), p.eps)):
                 shared = {"max_params": max_params, "eps": eps, "params_per_step": p.params_per_step,
                           "target_accuracy": p.target_accuracy, "layers": p.layers,
                           "stay_in_range": p.stay_in_range, "seed": seed}
                 cell: dict[str, EncryptJob] = {}
                 for method in order:
                     if number and changes_all(method):  # its first cell's job stands for every cell
+                        continue
+                    if not changes_all(method) and max_params not in p.budgets(method):
                         continue
                     match = cell[p.match[method]].id if method in p.match else None
                     budget = {**shared, "options": options[method]}
@@ -259,6 +261,12 @@ def make_plan(cfg: SweepConfig, registered_attacks: list[str], weight_free: set[
     return Plan(list(trains.values()), _unique(encrypts), _unique(attacks))
 
 
+def budget_grid(p: Protect) -> list[int]:
+    """Every max_params some method runs at, ``max_params``'s own first and in order (a method that changes
+    every weight runs in the first cell), each once."""
+    return list(dict.fromkeys([*p.max_params, *(n for m in p.methods for n in p.budgets(m))]))
+
+
 def _train_job(ds: DatasetEntry, m: ModelEntry, seed: int) -> TrainJob:
     """The baseline a grid seed's jobs start from: trained with that seed, or with the model's fixed one."""
     train_seed = seed if m.train_seed is None else m.train_seed
@@ -269,14 +277,14 @@ def count_jobs(cfg: SweepConfig, registered_attacks: list[str], weight_free: set
     """``make_plan(cfg, ...).counts()`` without building the jobs, so a grid of a million is refused in a moment.
 
     The grid is blocks of (baseline, grid seed, owner samples), one per data set, seed and model, each with
-    the same jobs inside: every method in every cell (once for a method that changes all weights), and every
+    the same jobs inside: every method in each of its cells (once for a method that changes all weights), and every
     attack at every attacker budget (once per attacked model, or once for an attack that ignores the weights).
     Repeated entries plan a job once, so only distinct blocks, cells, methods, shares and caps count.
     """
     p, a = cfg.protect, cfg.attacks
-    cells = len(set(itertools.product(p.max_params, p.eps)))
     methods = set(p.methods)
-    models = lambda names: sum(1 if changes_all(m) else cells for m in names)  # noqa: E731
+    models = lambda names: sum(1 if changes_all(m) else len(set(itertools.product(p.budgets(m), p.eps)))  # noqa: E731
+                               for m in names)
     attacked = models(methods & set(a.methods or p.methods))
     per_budget = sum(1 if name in weight_free else attacked for name in resolve_attacks(a.names, registered_attacks))
     trains: set[str] = set()

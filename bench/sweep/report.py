@@ -5,6 +5,7 @@ budget on top: every attack's attacked accuracy, the worst case (the attack the 
 split would pick), training from scratch, and the stolen value, each as mean ± standard deviation across
 seeds; then the stolen value's one-sided 95 % bounds, the verdict against the tolerance (broken, holds or
 inconclusive), the seeds a decision would need, and whether the calibration controls vouch for the cell.
+On top, the leaderboard (`bench.sweep.leaderboard`): every cell ranked by stolen value with its Pareto plot.
 Written as CSV, JSON and PNG, and logged to the sweep's parent run.
 """
 
@@ -25,11 +26,13 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench.errors import BenchError  # noqa: E402
+from bench.sweep import leaderboard  # noqa: E402
 from bench.sweep.curves import DataEquivalent, Plateau, data_equivalents, plateaus  # noqa: E402
 from bench.sweep.results import (  # noqa: E402
     BROKEN,
     DEFAULT_TOLERANCE,
     HOLDS,
+    INCONCLUSIVE,
     NEGATIVE_CONTROL,
     POSITIVE_CONTROL,
     JobResult,
@@ -161,6 +164,10 @@ class Report:
     def attack_names(self) -> list[str]:
         return sorted({a for r in self.attacks for a in r.attacked})
 
+    @property
+    def leaderboard(self) -> list[leaderboard.Entry]:
+        return leaderboard.build(self.protection, self.attacks)
+
 
 def build_report(tracker: Tracker, experiment: str, job_ids: set[str] | None = None,
                  tolerance: float = DEFAULT_TOLERANCE) -> Report:
@@ -239,6 +246,32 @@ def failed_baseline_lines(report: Report) -> list[str]:
             for (d, m, _, _, label), why in seen.items()]
 
 
+LEADERBOARD_HEADER = ("rank", "data set", "model", "attacker %", "cap (epochs)", "method", "budget", "control",
+                      "% of params", "clean", "encrypted", "worst case (best attack)", "scratch", "stolen (points)",
+                      "95 % bounds", "verdict", "trusted", "encrypt s", "Pareto front")
+
+
+def leaderboard_cells(e: leaderboard.Entry) -> list[str]:
+    """An entry as the text of `LEADERBOARD_HEADER`'s columns (the report's table and BENCHMARKS.md's)."""
+    return [str(e.rank), e.dataset, e.model, f"{PCT * e.fraction:g}", str(e.epochs), e.method, e.cell,
+            e.control or "", "-" if e.changed_pct is None else f"{e.changed_pct:.3g}", cell(e.clean), cell(e.encrypted),
+            f"{cell(e.worst_case)} ({e.best_attacks})", cell(e.scratch), cell(e.stolen), bounds(e.stolen), e.decision,
+            trust_label(e.trusted), cell(e.encrypt_seconds), "★" if e.pareto else ""]
+
+
+def print_leaderboard(report: Report, console: Console) -> None:
+    t = Table(title=f"{report.experiment}: leaderboard (ranked by stolen value, lowest = best protection, per data "
+                    "set, model and attacker budget; controls: random protects nothing, reinit leaves nothing to steal)")
+    left = {"data set", "model", "method", "budget", "control", "worst case (best attack)", "verdict"}
+    for c in LEADERBOARD_HEADER:
+        t.add_column(c, justify="left" if c in left else "right")
+    for e in report.leaderboard:
+        cells = leaderboard_cells(e)
+        cells[LEADERBOARD_HEADER.index("verdict")] = f"[{DECISION_STYLE.get(e.decision, 'yellow')}]{e.decision}[/]"
+        t.add_row(*cells, style="dim" if e.control else None)
+    console.print(t)
+
+
 def print_report(report: Report, console: Console) -> None:
     t = Table(title=f"{report.experiment}: protection (accuracy in %, mean ± std over seeds)")
     for c in ("data set", "model", "method", "budget", "clean", "encrypted", "decrypted", "drop (points)",
@@ -277,6 +310,7 @@ def print_report(report: Report, console: Console) -> None:
                   f"[bold red]{trust_label(r.trusted)}[/]" if r.trusted is False else trust_label(r.trusted))
     console.print(t)
     print_curves(report, console)
+    print_leaderboard(report, console)
     for line in calibration_lines(report) + failed_baseline_lines(report) + failed_job_lines(report):
         console.print(line, style="bold red" if line.startswith(("NOT", "FAILED")) else None, markup=False)
 
@@ -318,6 +352,7 @@ def report_records(report: Report) -> dict[str, list[dict[str, Any]]]:
         "plateaus": [{**as_record(vars(p)), "caps": list(p.caps)} for p in report.plateaus],
         "data_equivalents": [{**vars(d), "text": str(d)} for d in report.data_equivalents],
         "failed_jobs": [{"job": name, "error": error} for name, error in report.failed],
+        "leaderboard": leaderboard.records(report.leaderboard),
     }
 
 
@@ -336,8 +371,9 @@ def _flat(rec: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def write_tables(report: Report, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     records = report_records(report)
-    paths = [out / "report.json"]
+    paths = [out / "report.json", out / "leaderboard.json"]
     paths[0].write_text(json.dumps(records, indent=1))
+    paths[1].write_text(json.dumps(records["leaderboard"], indent=1))
     for name, rows in records.items():
         flat = [_flat(r) for r in rows]
         if not flat:
@@ -393,7 +429,54 @@ def write_plots(report: Report, out: Path) -> list[Path]:
         paths.append(_stolen_value_plot(report, dataset, out))
         if len({r.epochs for r in report.attacks if r.dataset == dataset}) > 1:
             paths.append(_compute_plot(report, dataset, out))
-    return paths
+    return paths + pareto_plots(report, out)
+
+
+def pareto_plots(report: Report, out: Path) -> list[Path]:
+    """``pareto_<data set>.png`` of each data set on the leaderboard."""
+    out.mkdir(parents=True, exist_ok=True)
+    entries = report.leaderboard
+    return [_pareto_plot([e for e in entries if e.dataset == dataset], report.tolerance, out)
+            for dataset in sorted({e.dataset for e in entries})]
+
+
+VERDICT_MARKER = {BROKEN: "X", HOLDS: "o", INCONCLUSIVE: "^"}
+
+
+def _pareto_plot(entries: list[leaderboard.Entry], tolerance: float, out: Path) -> Path:
+    """One panel per board of a data set: stolen value (its one-sided bounds as the bar) against the share of
+    parameters changed, one mark per method and budget, its shape the verdict, controls hollow; the Pareto
+    front of the non-control methods drawn as a step line."""
+    boards = sorted({e.board for e in entries})
+    fig, axes = plt.subplots(1, len(boards), figsize=(6.5 * len(boards), 4.5), squeeze=False)
+    colours = {m: f"C{i}" for i, m in enumerate(sorted({e.method for e in entries}))}
+    for ax, board in zip(axes[0], boards, strict=True):
+        here = [e for e in entries if e.board == board and e.stolen is not None and e.changed_pct]
+        for e in here:
+            v = e.stolen
+            below = v.mean - v.lower if v.lower is not None else 0.0
+            above = v.upper - v.mean if v.upper is not None else 0.0
+            ax.errorbar([e.changed_pct], [v.mean], yerr=[[below], [above]], color=colours[e.method], capsize=3,
+                        marker=VERDICT_MARKER.get(v.decision, "s"), markersize=8,
+                        markerfacecolor="none" if e.control else colours[e.method], linestyle="none")
+            ax.annotate(f"{e.method}[{e.cell}]", (e.changed_pct, v.mean), textcoords="offset points", xytext=(5, 4),
+                        fontsize=6)
+        front = sorted((e for e in here if e.pareto), key=lambda e: e.changed_pct)
+        if front:
+            ax.step([e.changed_pct for e in front], [e.stolen.mean for e in front], where="post", color="black",
+                    linestyle="--", linewidth=1)
+        ax.axhline(tolerance, color="grey", linestyle=":")
+        dataset, model, fraction, epochs = board
+        ax.set(xscale="log", xlabel="parameters changed (% of the model, log scale)",
+               ylabel="stolen value (points; bar: one-sided 95 % bounds)",
+               title=f"{dataset} / {model}: attacker holds {PCT * fraction:g} %, cap {epochs} epochs")
+    handles = [plt.Line2D([], [], color=c, marker="o", linestyle="none", label=m) for m, c in colours.items()]
+    handles += [plt.Line2D([], [], color="black", marker=mk, markerfacecolor="none", linestyle="none", label=d)
+                for d, mk in VERDICT_MARKER.items()]
+    handles += [plt.Line2D([], [], color="black", linestyle="--", label="Pareto front (controls excluded)"),
+                plt.Line2D([], [], color="grey", linestyle=":", label=f"tolerance ({tolerance:g} points)")]
+    axes[0][-1].legend(handles=handles, fontsize=7, title="method (hollow: control) / verdict", title_fontsize=7)
+    return _save(fig, out / f"pareto_{entries[0].dataset}.png")
 
 
 def _verdict_curve(ax: Any, pts: list[tuple[float, Verdict]], label: str) -> None:
