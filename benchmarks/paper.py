@@ -36,11 +36,12 @@ from bench.sweep.report import (
     cell,
     failed_baseline_lines,
     failed_job_lines,
+    head_to_head,
     leaderboard_cells,
     pareto_plots,
     recall_text,
 )
-from bench.sweep.results import trust_label
+from bench.sweep.results import BROKEN, HOLDS, trust_label
 from bench.sweep.tracking import Tracker
 from benchmarks.benchfile import Machine, update_section
 
@@ -110,6 +111,31 @@ def attack_section(report: Report) -> list[str]:
     return out
 
 
+#: The knowing attacker against the generic one (issue 11: key inversion must recover at least as much).
+HEAD_TO_HEAD = ("key_inversion", "finetune")
+HEAD_TO_HEAD_READING = {BROKEN: "recovers more", HOLDS: "does not recover more"}
+
+
+def head_to_head_section(report: Report) -> list[str]:
+    """Per protected cell, the first attack of `HEAD_TO_HEAD` minus the second, per seed, at the same cap."""
+    challenger, reference = HEAD_TO_HEAD
+    rows = []
+    for r in report.attacks:
+        d = head_to_head(r, challenger, reference)
+        if d is None or r.method == "reinit":
+            continue
+        recall = r.key_recall.get(challenger)
+        rows.append([r.dataset, r.model, f"{r.method}[{r.cell}]", f"{100 * r.fraction:g}", str(r.epochs),
+                     cell(r.attacked.get(challenger)), cell(r.attacked.get(reference)), cell(d), bounds(d),
+                     HEAD_TO_HEAD_READING.get(d.decision, d.decision), cell(recall)])
+    if not rows:
+        return []
+    return [f"`{challenger}` against `{reference}` at the same compute cap: the per-seed difference of their test "
+            f"accuracies (points), one-sided 95 % Student-t bounds on its mean against 0.", "",
+            *_md(["data set", "model", "protection", "attacker %", "cap (epochs)", f"{challenger} %", f"{reference} %",
+                  "difference (points)", "95 % bounds", f"{challenger}", "key recall %"], rows)]
+
+
 def curves_section(report: Report) -> list[str]:
     """The compute plateau of each cell swept at several caps, and the data-equivalent value of each row."""
     out: list[str] = []
@@ -170,6 +196,7 @@ def render(report: Report, cfg: SweepConfig, command: str, sweep_seconds: float 
         "",
         *attack_section(report),
         "",
+        *(["### The knowing attacker against fine-tuning", "", *h, ""] if (h := head_to_head_section(report)) else []),
         "### Stolen value against compute and data",
         "",
         *curves_section(report),

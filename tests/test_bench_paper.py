@@ -52,3 +52,25 @@ def test_attack_section_states_each_verdict_with_its_bounds() -> None:
     assert "bounds [-19.5, 73.6] against a tolerance of 2 points: **inconclusive** (6 seeds would decide)." in text
     assert "random[n=64,eps=1] at 1 % of the data" in text and ": **broken**." in text
     assert "holds" not in text.replace("protection holds", "")
+
+
+def test_head_to_head_pairs_the_seeds_both_attacks_ran() -> None:
+    from bench.sweep.report import Report, attack_rows, head_to_head
+    from bench.sweep.results import AttackRow, summarize
+    from benchmarks.paper import head_to_head_section
+
+    def run(attack: str, seed: int, acc: float, method: str | None = "advparams") -> AttackRow:
+        return AttackRow("fashion_mnist", "lenet5", method, "n=64,eps=1" if method else None, 0.01, seed, attack,
+                         acc, acc, {"acc_clean": 0.9}, epochs=10)
+
+    # key inversion 3, 1 and 2 points above fine-tuning on seeds 0-2; seed 3 has fine-tuning only: not paired.
+    rows = [run("key_inversion", s, a) for s, a in enumerate([0.83, 0.81, 0.82])]
+    rows += [run("finetune", s, a) for s, a in enumerate([0.80, 0.80, 0.80, 0.95])]
+    rows += [run("scratch", s, 0.6, None) for s in range(4)]
+    [row] = attack_rows(summarize(rows))
+    d = head_to_head(row, "key_inversion", "finetune")
+    assert d is not None and d.n == 3 and abs(d.mean - 2.0) < 1e-9 and d.lower > 0 and d.decision == "broken"
+    assert head_to_head(row, "finetune", "key_inversion").decision == "holds"  # type: ignore[union-attr]
+    assert head_to_head(row, "key_inversion", "adaptive") is None
+    text = "\n".join(head_to_head_section(Report("paper", [], [row], 2.0)))
+    assert "| fashion_mnist | lenet5 | advparams[n=64,eps=1] | 1 | 10 |" in text and "| recovers more |" in text

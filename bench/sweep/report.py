@@ -47,6 +47,7 @@ from bench.sweep.results import (  # noqa: E402
     spread,
     summarize,
     trust_label,
+    verdict,
 )
 from bench.sweep.tracking import TOLERANCE_TAG, Tracker  # noqa: E402
 from common.errors import first_line  # noqa: E402
@@ -90,6 +91,15 @@ class AttackRowAgg:
     warnings: tuple[str, ...]  # why they do not
     scratch_failed: tuple[str, ...] = ()  # "seed N: why" for each seed whose scratch run ended at chance
     key_recall: dict[str, Spread | None] = field(default_factory=dict)  # % of the key's positions an attack found
+    by_seed: dict[str, dict[int, float]] = field(default_factory=dict)  # each attack's test accuracy (%) per seed
+
+
+def head_to_head(row: AttackRowAgg, challenger: str, reference: str) -> Verdict | None:
+    """``challenger`` minus ``reference`` per seed of ``row`` (points, the seeds both ran), with one-sided 95 %
+    bounds against 0: `BROKEN` says the challenger recovers more with that confidence, `HOLDS` that it does
+    not recover more; None where they share no seed. Attacks are compared at the cell's one compute cap."""
+    a, b = row.by_seed.get(challenger, {}), row.by_seed.get(reference, {})
+    return verdict([a[s] - b[s] for s in sorted(a.keys() & b.keys())], tolerance=0.0)
 
 
 def _pcts(values: list[float]) -> Spread | None:
@@ -134,18 +144,19 @@ def attack_rows(summaries: list[Summary]) -> list[AttackRowAgg]:
     for (dataset, model, method, cell, fraction, epochs), ss in sorted(by_seed_groups(summaries).items(),
                                                                        key=lambda kv: _order(kv[0])):
         names = sorted({a for s in ss for a in s.attacked})
-        verdict = ss[0].verdict  # the cell's, the same in each seed's summary
+        judged = ss[0].verdict  # the cell's, the same in each seed's summary
         rows.append(AttackRowAgg(
             dataset, model, method, cell, fraction, epochs,
             attacked={a: _pcts([s.attacked[a] for s in ss if a in s.attacked]) for a in names},
             worst_case=_pcts([s.worst_case_attacked for s in ss]),
             best_attacks=",".join(sorted({s.best_attack for s in ss})),
             scratch=_pcts([s.scratch_accuracy for s in ss if s.scratch_accuracy is not None]),
-            stolen=verdict.stolen, clean_gain=verdict.clean_gain, trusted=verdict.trusted, warnings=verdict.warnings,
+            stolen=judged.stolen, clean_gain=judged.clean_gain, trusted=judged.trusted, warnings=judged.warnings,
             scratch_failed=tuple(f"seed {s.seed}: {s.scratch_failed}" for s in sorted(ss, key=lambda s: s.seed)
                                  if s.scratch_failed),
             key_recall={a: _pcts([s.key_recall[a] for s in ss if a in s.key_recall])
                         for a in sorted({a for s in ss for a in s.key_recall})},
+            by_seed={a: {s.seed: PCT * s.attacked[a] for s in ss if a in s.attacked} for a in names},
         ))
     return rows
 
