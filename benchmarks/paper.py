@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bench.errors import BenchError
+from bench.signals import raising_on
 from bench.sweep.config import SweepConfig, load_config
 from bench.sweep.driver import print_outcome, run_sweep
 from bench.sweep.plan import plan_for
@@ -218,19 +220,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write", type=Path, help="replace the paper section of this markdown file (BENCHMARKS.md)")
     args = parser.parse_args(argv)
     console = Console(width=200)
-    try:
-        cfg = load_config(args.config, args.set)
-        uri = args.tracking_uri or cfg.tracking.uri
-        seconds, failed = None, 0
-        if not args.no_run:
-            outcome = run_sweep(cfg, address=args.address, tracking_uri=uri, console=Console(stderr=True))
-            print_outcome(outcome, console)
-            seconds, failed = outcome.seconds, len(outcome.failed)
-        report = build_report(Tracker(uri, cfg.experiment), cfg.experiment, {j.id for j in plan_for(cfg).jobs},
-                              cfg.report.tolerance)
+    try:  # a scheduler's SIGTERM stops the sweep as Ctrl-C does (Ray shut down, the sweep run KILLED)
+        with raising_on((signal.SIGTERM, signal.SIGHUP), KeyboardInterrupt):
+            cfg = load_config(args.config, args.set)
+            uri = args.tracking_uri or cfg.tracking.uri
+            seconds, failed = None, 0
+            if not args.no_run:
+                outcome = run_sweep(cfg, address=args.address, tracking_uri=uri, console=Console(stderr=True))
+                print_outcome(outcome, console)
+                seconds, failed = outcome.seconds, len(outcome.failed)
+            report = build_report(Tracker(uri, cfg.experiment), cfg.experiment, {j.id for j in plan_for(cfg).jobs},
+                                  cfg.report.tolerance)
     except BenchError as err:
         print(f"benchmarks.paper: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("benchmarks.paper: interrupted; rerun to resume", file=sys.stderr)
+        return 130
     command = "python -m benchmarks.paper " + " ".join(argv if argv is not None else sys.argv[1:])
     figures: list[str] = []
     if args.write:  # the Pareto plots beside the markdown file, linked from it
