@@ -23,7 +23,7 @@ from bench.errors import BenchError
 from bench.sweep.config import SweepConfig
 from bench.sweep.plan import AttackJob, EncryptJob, Job, TrainJob
 from bench.sweep.results import CELL_METRICS, JobResult, recovery
-from bench.sweep.storage import Storage, is_url
+from bench.sweep.storage import Storage
 from bench.zoo.baseline import compute_device, train_baseline
 from bench.zoo.data import DataSet, default_data_root
 from bench.zoo.modelfile import load_model
@@ -55,7 +55,7 @@ class JobContext:
         """The context of ``cfg``'s jobs: its storage and data root (resolved, so every node and process reads
         the same folders), its acceleration setting, ``num_threads`` torch threads."""
         root = Path(cfg.data_root) if cfg.data_root else default_data_root()
-        return cls(storage=cfg.storage if is_url(cfg.storage) else Path(cfg.storage).resolve(), data=DataOptions(root.resolve(), cfg.download),
+        return cls(storage=Storage.at(cfg.storage).root, data=DataOptions(root.resolve(), cfg.download),
                    num_threads=max(1, num_threads), acceleration=Acceleration(cfg.jobs.amp, cfg.jobs.channels_last))
 
     def prepare(self) -> None:

@@ -56,15 +56,14 @@ class Storage:
     local: Path
 
     @classmethod
-    def at(cls, where: str | os.PathLike[str], local: Path | None = None) -> Storage:
-        """The storage at ``where`` (a folder, resolved, or a URL). For an object store, ``local`` is the working
-        folder of the job at hand; without one (the driver, which never writes), paths are named under the
-        system's temporary folder but nothing is written there."""
+    def at(cls, where: str | os.PathLike[str]) -> Storage:
+        """The storage at ``where``: a folder (resolved, so every process names the same one) or a URL. An
+        object store's paths are named under the system's temporary folder until `for_job` gives a job its
+        own working folder; the driver only names them and never writes there."""
         if not is_url(where):
             folder = Path(str(where).removeprefix("file://")).resolve()
             return cls(str(folder), folder)
-        root = str(where).rstrip("/")
-        return cls(root, local or Path(tempfile.gettempdir()) / "advparams-storage")
+        return cls(str(where).rstrip("/"), Path(tempfile.gettempdir()) / "advparams-storage")
 
     @contextmanager
     def for_job(self) -> Iterator[Storage]:
@@ -112,6 +111,9 @@ class Storage:
         """Where the file at ``path`` is stored, as a user would look for it: the path, or the object's URL."""
         return f"{self.root}/{self._relative(path)}" if self.remote else str(path)
 
+    def _private(self, path: Path) -> bool:
+        return path.parent == self.local / PRIVATE
+
     def _relative(self, path: Path) -> str:
         return path.relative_to(self.local).as_posix()
 
@@ -156,7 +158,7 @@ class Storage:
         if self.remote:
             fs, _ = self._fs
             fs.get_file(self._object(path), str(path))
-            if path.parent.name == PRIVATE:
+            if self._private(path):
                 os.chmod(path, 0o600)
         return path
 
@@ -165,7 +167,7 @@ class Storage:
         is stored already."""
         if self.remote:
             fs, _ = self._fs
-            extra = PRIVATE_UPLOAD.get(_protocol(fs), {}) if path.parent.name == PRIVATE else {}
+            extra = PRIVATE_UPLOAD.get(_protocol(fs), {}) if self._private(path) else {}
             fs.put_file(str(path), self._object(path), **extra)
 
     def sha256(self, path: Path) -> str | None:
