@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -75,12 +76,13 @@ def cluster(s3: S3Endpoint, tmp_path: Path) -> Iterator[dict[str, str]]:
     """A head and a worker node, token authentication on; yields the environment of a user's shell on the head."""
     token = tmp_path / "auth_token"
     token.write_text(secrets.token_hex(32))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_RUN", "RAY_ADDRESS"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_RUN", "RAY_ADDRESS", "RAY_AUTH_TOKEN"))}
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # the tests' loopback-only setting refuses a second node
     env.pop("AWS_ENDPOINT_URL", None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the project's environment, activated
     # The nodes hold the store's credentials (as an instance role would); its endpoint comes with the job.
-    env.update({k: v for k, v in s3.env.items() if k != "AWS_ENDPOINT_URL"}, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token), RAY_USAGE_STATS_ENABLED="0")
+    env.update({k: v for k, v in s3.env.items() if k != "AWS_ENDPOINT_URL"})
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token), RAY_USAGE_STATS_ENABLED="0")
     ports = iter(_free_ports(16))
     gcs, dashboard = next(ports), next(ports)
     nodes: list[subprocess.Popen] = []
@@ -92,8 +94,9 @@ def cluster(s3: S3Endpoint, tmp_path: Path) -> Iterator[dict[str, str]]:
                 *common, *_node_ports(ports)]
         worker = ["ray", "start", f"--address=127.0.0.1:{gcs}", f"--temp-dir={temp[1]}", *common, *_node_ports(ports)]
         for argv in (head, worker):
-            nodes.append(subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                          stderr=(tmp_path / f"node{len(nodes)}.log").open("w"), start_new_session=True))
+            with (tmp_path / f"node{len(nodes)}.log").open("w") as log:
+                nodes.append(subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log,
+                                              start_new_session=True))
             if argv is head:  # the worker joins once the head's GCS listens
                 _wait_for_port(gcs, nodes[0], tmp_path / "node0.log")
         _wait_for(f"http://127.0.0.1:{dashboard}", env, nodes[0], tmp_path / "node0.log")
@@ -103,7 +106,7 @@ def cluster(s3: S3Endpoint, tmp_path: Path) -> Iterator[dict[str, str]]:
         for node in reversed(nodes):
             _stop(node)
         for folder in temp:
-            subprocess.run(["rm", "-rf", str(folder)], check=False)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _wait_for(url: str, env: dict[str, str], node: subprocess.Popen, log: Path, timeout: float = 120) -> None:

@@ -6,8 +6,8 @@ create its schema (one store was left unusable that way). The lock is an advisor
 the SQLite database (a store that takes one writer at a time; any experiment), or, for a tracking server,
 in the sweep's storage folder, per experiment. An object store takes no ``flock``: with one, a tracking
 server's lock is a file on the driver's machine (under the system's temporary folder, named by the server
-and the experiment), which keeps out a second driver on that machine only; run one machine's drivers
-against one server and experiment. The kernel releases a lock when the holder's process ends, however it
+and the experiment), which keeps out a second driver on that machine only: drive each experiment from one
+machine. The kernel releases a lock when the holder's process ends, however it
 ends, so a lock is never stale: the holder written into the file is only there to name it in the refusal.
 """
 
