@@ -61,6 +61,7 @@ from bench.sweep.driver import run_sweep
 from bench.sweep.jobs import JobContext, run_train
 from bench.sweep.loop import rss_mib
 from bench.sweep.plan import EncryptJob, TrainJob, plan_for
+from bench.sweep.storage import Storage
 from bench.sweep.tracking import Tracker
 from bench.zoo.baseline import compute_device
 from bench.zoo.data import DATA_ROOT_ENV, DataSet
@@ -350,7 +351,8 @@ def encryption_cost(cfg: SweepConfig, epochs: dict[str, float]) -> list[Encrypti
     rows: list[EncryptionCost] = []
     threads = torch.get_num_threads()
     try:
-        storage = ctx.prepare()
+        ctx.prepare()
+        storage = Storage.at(ctx.storage)  # a folder: the benchmark's configs store under its temporary folder
         for job in plan.trains:
             run_train(job, ctx)  # a cache hit when the baseline file exists
             rows.extend(_encryption(enc, selection, storage.baseline(job), ctx, epochs[job.id])

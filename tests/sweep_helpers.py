@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from mlflow.tracking import MlflowClient
 
 from bench.sweep.config import SweepConfig, parse_config
+
+TESTS = Path(__file__).resolve().parent
+ADVPARAMS = Path(sys.executable).with_name("advparams")
 
 
 def tiny_config(tmp: Path, **changes: Any) -> SweepConfig:
@@ -33,3 +40,24 @@ def runs_by_kind(uri: str, experiment: str) -> dict[str, list[Any]]:
     for run in client.search_runs([exp.experiment_id], max_results=5000):
         out.setdefault(run.data.tags.get("kind", "?"), []).append(run)
     return out
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of a sweep run as a command of its own: this one, with the tests' helpers importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_RUN")}
+    env["PYTHONPATH"] = str(TESTS) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def write_config(cfg: SweepConfig, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
+    return path
+
+
+def finished_jobs(uri: str, experiment: str) -> int:
+    """How many train, encrypt and attack runs have finished (0 before the store or experiment exists)."""
+    try:
+        runs = runs_by_kind(uri, experiment)
+    except Exception:  # the store or experiment is not created yet
+        return 0
+    return sum(r.info.status == "FINISHED" for k in ("train", "encrypt", "attack") for r in runs.get(k, []))

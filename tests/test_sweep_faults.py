@@ -6,7 +6,6 @@ clusters never meet.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -18,41 +17,26 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
-from sweep_helpers import runs_by_kind, tiny_config
+from sweep_helpers import (
+    ADVPARAMS,
+    finished_jobs,
+    runs_by_kind,
+    subprocess_env,
+    tiny_config,
+    write_config,
+)
 
 pytestmark = pytest.mark.ray
-TESTS = Path(__file__).resolve().parent
-ADVPARAMS = Path(sys.executable).with_name("advparams")
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_RUN")}
-    env["PYTHONPATH"] = str(TESTS) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _write(cfg, path: Path) -> Path:
-    path.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
-    return path
-
-
-def _finished(uri: str, experiment: str) -> int:
-    try:
-        runs = runs_by_kind(uri, experiment)
-    except Exception:  # the store or experiment is not created yet
-        return 0
-    return sum(r.info.status == "FINISHED" for k in ("train", "encrypt", "attack") for r in runs.get(k, []))
 
 
 def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, attacks={"names": ["finetune", "clip", "adaptive", "magnitude_prune", "scratch"],
                                          "fractions": [0.2, 0.4], "trials": 2, "epochs": 1})
-    path = _write(cfg, tmp_path / "cfg.yaml")
-    driver = subprocess.Popen([str(ADVPARAMS), "sweep", str(path), "--no-report"], env=_env(), cwd=tmp_path,
+    path = write_config(cfg, tmp_path / "cfg.yaml")
+    driver = subprocess.Popen([str(ADVPARAMS), "sweep", str(path), "--no-report"], env=subprocess_env(), cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 240
-    while _finished(cfg.tracking.uri, cfg.experiment) < 6 and time.time() < deadline and driver.poll() is None:
+    while finished_jobs(cfg.tracking.uri, cfg.experiment) < 6 and time.time() < deadline and driver.poll() is None:
         time.sleep(0.5)
     assert driver.poll() is None, "the sweep ended before it could be killed: " + driver.stderr.read().decode()[-2000:]
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, with no chance to clean up
@@ -61,7 +45,7 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
               for r in runs_by_kind(cfg.tracking.uri, cfg.experiment).get(k, []) if r.info.status == "FINISHED"}
     assert 6 <= len(before) < 3 + 2 * 9
 
-    rerun = subprocess.run([str(ADVPARAMS), "sweep", str(path), "--no-report"], env=_env(), cwd=tmp_path,
+    rerun = subprocess.run([str(ADVPARAMS), "sweep", str(path), "--no-report"], env=subprocess_env(), cwd=tmp_path,
                            capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     runs = runs_by_kind(cfg.tracking.uri, cfg.experiment)
@@ -101,12 +85,12 @@ def _alive(pid: int) -> bool:
 def test_sigterm_stops_the_sweep_like_ctrl_c_and_ray_goes_with_it(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, attacks={"names": ["finetune", "clip", "adaptive", "magnitude_prune", "scratch"],
                                          "fractions": [0.2, 0.4], "trials": 2, "epochs": 2})
-    path = _write(cfg, tmp_path / "cfg.yaml")
-    driver = subprocess.Popen([str(ADVPARAMS), "sweep", str(path), "--no-report"], env=_env(), cwd=tmp_path,
+    path = write_config(cfg, tmp_path / "cfg.yaml")
+    driver = subprocess.Popen([str(ADVPARAMS), "sweep", str(path), "--no-report"], env=subprocess_env(), cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.time() + 240
-        while _finished(cfg.tracking.uri, cfg.experiment) < 4 and time.time() < deadline and driver.poll() is None:
+        while finished_jobs(cfg.tracking.uri, cfg.experiment) < 4 and time.time() < deadline and driver.poll() is None:
             time.sleep(0.5)
         assert driver.poll() is None, "the sweep ended before it could be stopped: " + driver.stderr.read().decode()[-2000:]
         ray_processes = _descendants(driver.pid)
@@ -132,7 +116,7 @@ NODE_LOSS = textwrap.dedent(
     from pathlib import Path
     from ray.cluster_utils import Cluster
     from bench.sweep.driver import run_sweep
-    from sweep_helpers import runs_by_kind, tiny_config
+    from sweep_helpers import ADVPARAMS, finished_jobs, runs_by_kind, tiny_config, write_config
 
     tmp = Path(sys.argv[1])
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
@@ -166,7 +150,7 @@ NODE_LOSS = textwrap.dedent(
 def test_a_node_lost_mid_sweep_is_survived(tmp_path: Path) -> None:
     script = tmp_path / "node_loss.py"
     script.write_text(NODE_LOSS)
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], env=_env(), capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], env=subprocess_env(), capture_output=True, text=True,
                           timeout=500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [l for l in proc.stdout.splitlines() if l.startswith("REMOVED")][-1].split()
@@ -200,8 +184,8 @@ def test_logging_through_an_mlflow_server(tmp_path: Path) -> None:
                 time.sleep(0.5)
         cfg = tiny_config(tmp_path, attacks={"names": ["clip", "scratch"], "fractions": [0.2], "trials": 1},
                           tracking={"uri": uri})
-        path = _write(cfg, tmp_path / "cfg.yaml")
-        proc = subprocess.run([str(ADVPARAMS), "sweep", str(path), "--out", str(tmp_path / "report")], env=_env(),
+        path = write_config(cfg, tmp_path / "cfg.yaml")
+        proc = subprocess.run([str(ADVPARAMS), "sweep", str(path), "--out", str(tmp_path / "report")], env=subprocess_env(),
                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs = runs_by_kind(uri, cfg.experiment)

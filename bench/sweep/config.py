@@ -234,7 +234,7 @@ class Tracking(Strict):
 class SweepConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seeds: list[int] = Field([0], min_length=1)
-    storage: str = "runs"  # models, keys and studies; a folder every node reaches
+    storage: str = "runs"  # models, keys and studies: a folder every node reaches, or an object store URL (s3://...)
     data_root: str | None = None
     download: bool = False
     datasets: list[DatasetEntry] = Field(min_length=1)

@@ -52,7 +52,6 @@ from bench.sweep.plan import (
     EncryptJob,
     Job,
     Plan,
-    Storage,
     TrainJob,
     dependencies,
     plan_for,
@@ -67,6 +66,7 @@ from bench.sweep.results import (
     summarize,
     summary_result,
 )
+from bench.sweep.storage import Storage
 from bench.sweep.tracking import (
     MAX_PARAM,
     TOLERANCE_TAG,
@@ -85,8 +85,8 @@ execute = ray.remote(run_job)
 
 
 def outputs_exist(job: Job, storage: Storage) -> bool:
-    """Whether the files a job writes for its dependants are there (a quick look, before the store is read)."""
-    return all(path.is_file() for path in output_files(job, storage).values())
+    """Whether the files a job writes for its dependants are stored (a quick look, before the store is read)."""
+    return all(storage.exists(path) for path in output_files(job, storage).values())
 
 
 def to_run(plan: Plan, finished: dict[str, JobResult], storage: Storage, console: Console) -> set[str]:
@@ -215,7 +215,7 @@ def preflight(cfg: SweepConfig, ctx: JobContext, *, on_cluster: bool, console: C
     """
     problems = _in_fresh_process(_size_problems, cfg, ctx)
     try:
-        Storage(ctx.storage).check_writable()
+        Storage.at(ctx.storage).check_writable()
     except BenchError as err:
         problems.append(str(err))
     if problems and not on_cluster:
@@ -355,7 +355,7 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
     plan = plan_for(cfg, max_jobs)
     contexts = {kind: JobContext.for_config(cfg, int(getattr(cfg.jobs, kind).num_cpus))
                 for kind in ("train", "encrypt", "attack")}
-    storage = Storage(contexts["train"].storage)
+    storage = Storage.at(contexts["train"].storage)
     uri = tracking_uri or cfg.tracking.uri
     check_uri(uri)  # refused before anything starts: a malformed URI, a CPU count for a cluster
     cluster = cluster_address(address)
@@ -364,7 +364,7 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, tracking_uri: str
     wait_for_server(uri, cfg.jobs.connect_timeout)  # the tracking server and the cluster answer before anything starts
     if cluster:
         wait_for_cluster(cluster, cfg.jobs.connect_timeout)
-    with DriverLock(lock_path(uri, storage.root, cfg.experiment)):  # held until the sweep's run is closed
+    with DriverLock(lock_path(uri, storage, cfg.experiment)):  # held until the sweep's run is closed
         return _drive(cfg, plan, contexts, storage, uri, cluster, address, local_cpus, console, start)
 
 

@@ -1,9 +1,9 @@
 """The sweep's jobs: one typed entry point per kind, each a function of its spec and its inputs' files.
 
-A job reads the files its upstream jobs wrote under the storage root, writes its own there, and returns a
-`JobResult` of plain figures. It never touches MLflow (the driver logs) and never returns a key (keys stay
-in the storage root's private folder, mode 0600). Because a job depends only on its spec, it can run
-alone, in a test, on any node, and be retried.
+A job reads the files its upstream jobs stored (`bench.sweep.storage`: a shared folder or an object store),
+stores its own, and returns a `JobResult` of plain figures. It never touches MLflow (the driver logs) and
+never returns a key (keys stay in the storage's private folder). Because a job depends only on its spec, it
+can run alone, in a test, on any node, and be retried.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,8 +21,9 @@ import torch
 from attacks import AttackerBudget
 from bench.errors import BenchError
 from bench.sweep.config import SweepConfig
-from bench.sweep.plan import AttackJob, EncryptJob, Job, Storage, TrainJob
+from bench.sweep.plan import AttackJob, EncryptJob, Job, TrainJob
 from bench.sweep.results import CELL_METRICS, JobResult, recovery
+from bench.sweep.storage import Storage
 from bench.zoo.baseline import compute_device, train_baseline
 from bench.zoo.data import DataSet, default_data_root
 from bench.zoo.modelfile import load_model
@@ -39,9 +42,10 @@ from common.files import sha256
 
 @dataclass(frozen=True)
 class JobContext:
-    """What every job needs besides its spec: where files live, where data comes from, its threads."""
+    """What every job needs besides its spec: where files live (a folder or an object store's URL), where
+    data comes from, its threads."""
 
-    storage: Path
+    storage: str | Path
     data: DataOptions
     num_threads: int = 1
     acceleration: Acceleration = Acceleration()
@@ -51,13 +55,20 @@ class JobContext:
         """The context of ``cfg``'s jobs: its storage and data root (resolved, so every node and process reads
         the same folders), its acceleration setting, ``num_threads`` torch threads."""
         root = Path(cfg.data_root) if cfg.data_root else default_data_root()
-        return cls(storage=Path(cfg.storage).resolve(), data=DataOptions(root.resolve(), cfg.download),
+        return cls(storage=Storage.at(cfg.storage).root, data=DataOptions(root.resolve(), cfg.download),
                    num_threads=max(1, num_threads), acceleration=Acceleration(cfg.jobs.amp, cfg.jobs.channels_last))
 
-    def prepare(self) -> Storage:
+    def prepare(self) -> None:
         torch.set_num_threads(max(1, self.num_threads))
         acceleration.use(self.acceleration)
-        return Storage(self.storage).create()
+
+    @contextmanager
+    def job(self) -> Iterator[Storage]:
+        """Set the job's threads and acceleration; the storage it works through, for its lifetime
+        (`bench.sweep.storage.Storage.for_job`)."""
+        self.prepare()
+        with Storage.at(self.storage).for_job() as storage:
+            yield storage
 
     def options(self, job: TrainJob) -> DataOptions:
         """The data options, pointed at the job's own folder for the imagefolder data set."""
@@ -86,29 +97,42 @@ def output_files(job: Job, storage: Storage) -> dict[str, Path]:
     return {}
 
 
-def _digest_tags(job: Job, storage: Storage) -> dict[str, str]:
-    return {DIGEST_TAG + role: sha256(path) for role, path in output_files(job, storage).items()}
+def _store_outputs(job: Job, storage: Storage) -> dict[str, str]:
+    """Store the files the job wrote; the tags that record each one's digest."""
+    tags = {}
+    for role, path in output_files(job, storage).items():
+        storage.publish(path)
+        tags[DIGEST_TAG + role] = sha256(path)
+    return tags
 
 
-def damaged_output(job: Job, storage: Storage, result: JobResult) -> str | None:
-    """Why the files a finished job wrote cannot be used (missing, unreadable, or not the bytes its result
-    recorded: altered or truncated), or None when they are intact. A result without digests (written before
-    they were recorded) is checked for the files' existence only."""
+def damaged_output(job: Job, storage: Storage, result: JobResult, *, copies: bool = False) -> str | None:
+    """Why the files a finished job stored cannot be used (missing, unreadable, or not the bytes its result
+    recorded: altered or truncated), or None when they are intact; ``copies``: check the working copies a job
+    fetched instead. A result without digests (written before they were recorded) is checked for the files'
+    existence only."""
     for role, path in output_files(job, storage).items():
         recorded = result.tags.get(DIGEST_TAG + role)
+        where = storage.where(path)
         try:
-            if not path.is_file():
-                return f"its {role} file {path} is missing"
-            if recorded is not None and sha256(path) != recorded:
-                return f"its {role} file {path} is not the one it wrote (SHA-256 differs: altered or truncated)"
+            digest = (sha256(path) if path.is_file() else None) if copies else storage.sha256(path)
         except OSError as err:
-            return f"its {role} file {path} cannot be read: {err.strerror or err}"
+            return f"its {role} file {where} cannot be read: {err.strerror or err}"
+        if digest is None:
+            return f"its {role} file {where} is missing"
+        if recorded is not None and digest != recorded:
+            return f"its {role} file {where} is not the one it wrote (SHA-256 differs: altered or truncated)"
     return None
 
 
 def _check_input(job: Job, storage: Storage, result: JobResult) -> None:
-    """Refuse to read an upstream job's files that are not the bytes it wrote (a rerun rebuilds them)."""
-    problem = damaged_output(job, storage, result)
+    """Fetch an upstream job's files; refuse them unless they are the bytes it wrote (a rerun rebuilds them)."""
+    for path in output_files(job, storage).values():
+        try:
+            storage.fetch(path)
+        except FileNotFoundError:
+            pass  # said below, in the words of every other problem
+    problem = damaged_output(job, storage, result, copies=True)
     if problem:
         raise BenchError(f"upstream job {job.name}: {problem}; rerun the sweep to rebuild it")
 
@@ -120,14 +144,16 @@ def _train_params(job: TrainJob) -> dict:
 
 
 def run_train(job: TrainJob, ctx: JobContext) -> JobResult:
-    storage = ctx.prepare()
-    start = time.perf_counter()
-    path, acc = train_baseline(job, ctx.dataset(job), storage.baseline(job))
+    with ctx.job() as storage:
+        start = time.perf_counter()
+        _, acc = train_baseline(job, ctx.dataset(job), storage.baseline(job))
+        seconds = time.perf_counter() - start
+        stored = _store_outputs(job, storage)
     return JobResult(
         job.id, "train", job.name,
         params={**_train_params(job), "seed": job.seed, "job_id": job.id},
-        metrics={"acc_clean": acc, "train_seconds": time.perf_counter() - start},
-        tags={"kind": "train", "job_id": job.id, **_environment_tags(), **_digest_tags(job, storage)},
+        metrics={"acc_clean": acc, "train_seconds": seconds},
+        tags={"kind": "train", "job_id": job.id, **_environment_tags(), **stored},
     )
 
 
@@ -143,20 +169,21 @@ def run_encrypt(job: EncryptJob, ctx: JobContext, train: JobResult, match: JobRe
     """Encrypt the baseline; a job matched to another (``protect.match``) changes as many scalars as it did."""
     import protect
 
-    storage = ctx.prepare()
-    _check_input(job.train, storage, train)
     max_params = job.budget["max_params"]
     if match is not None:
         max_params = max(1, int(match.metrics["num_encrypted"]))
     budget = protect.Budget.from_dict({**job.budget, "max_params": max_params})
-    outcome = encrypt_file(
-        storage.baseline(job.train), storage.encrypted(job), storage.key(job),
-        budget=budget, method=job.method, data=ctx.options(job.train), split_seed=job.seed,
-        owner_count=job.owner_samples, force=True,
-    )
-    acc_decrypted, exact = verify_decryption(
-        storage.encrypted(job), storage.key(job), storage.baseline(job.train), data=ctx.options(job.train)
-    )
+    with ctx.job() as storage:
+        _check_input(job.train, storage, train)
+        outcome = encrypt_file(
+            storage.baseline(job.train), storage.encrypted(job), storage.key(job),
+            budget=budget, method=job.method, data=ctx.options(job.train), split_seed=job.seed,
+            owner_count=job.owner_samples, force=True,
+        )
+        acc_decrypted, exact = verify_decryption(
+            storage.encrypted(job), storage.key(job), storage.baseline(job.train), data=ctx.options(job.train)
+        )
+        stored = _store_outputs(job, storage)
     stats = {f"stat.{k}": float(v) for k, v in outcome.stats.items() if isinstance(v, (int, float))}
     return JobResult(
         job.id, "encrypt", job.name,
@@ -169,32 +196,38 @@ def run_encrypt(job: EncryptJob, ctx: JobContext, train: JobResult, match: JobRe
             "decrypt_bit_exact": float(exact), **stats,
         },
         tags={"kind": "encrypt", "job_id": job.id, "key_fingerprint": outcome.key_fingerprint, **_environment_tags(),
-              **_digest_tags(job, storage)},
+              **stored},
     )
 
 
 def run_attack(job: AttackJob, ctx: JobContext, train: JobResult, encrypt: JobResult | None = None) -> JobResult:
     """Attack the encrypted model (or, for an attack that ignores weights, the baseline's architecture)."""
-    storage = ctx.prepare()
-    ds = ctx.dataset(job.train)
-    if job.encrypt is not None:
-        _check_input(job.encrypt, storage, encrypt)
-        model, _ = load_model(storage.encrypted(job.encrypt), device=compute_device())
-    else:  # an attack that ignores the weights gets the architecture alone, never trained weights
-        torch.manual_seed(job.seed)
-        model = build_model(job.train.model, num_classes=ds.num_classes, input_shape=ds.input_shape,
-                            **job.train.model_args).to(compute_device())
-    key = read_key(storage.key(job.encrypt), None) if job.encrypt else None
     budget = AttackerBudget(data_fraction=job.fraction, trials=job.trials, epochs=job.epochs)
-    # A study file left here is a failed or killed attempt's: resumed, its sampler would go on from a state no
-    # undisturbed run reaches, so a retry would give other figures than the same job id without one. The job
-    # starts its study clean; the file stays afterwards for inspection (optuna-dashboard).
-    study = storage.study(job)
-    study.unlink(missing_ok=True)
-    outcome = attack_model(
-        job.attack, model, ds, budget=budget, seed=job.seed, owner_count=job.owner_samples,
-        val_fraction=job.val_fraction, fixed=job.fixed, key=key, study=study,
-    )
+    with ctx.job() as storage:
+        ds = ctx.dataset(job.train)
+        if job.encrypt is not None:
+            _check_input(job.encrypt, storage, encrypt)
+            model, _ = load_model(storage.encrypted(job.encrypt), device=compute_device())
+        else:  # an attack that ignores the weights gets the architecture alone, never trained weights
+            torch.manual_seed(job.seed)
+            model = build_model(job.train.model, num_classes=ds.num_classes, input_shape=ds.input_shape,
+                                **job.train.model_args).to(compute_device())
+        key = read_key(storage.key(job.encrypt), None) if job.encrypt else None
+        # A study file left here is a failed or killed attempt's: resumed, its sampler would go on from a state
+        # no undisturbed run reaches, so a retry would give other figures than the same job id without one. The
+        # job starts its study clean; the file is stored afterwards, failed or not, for inspection
+        # (optuna-dashboard). Optuna's journal needs a POSIX file: with an object store it lives in the job's
+        # working folder while the job runs, and is uploaded when it ends.
+        study = storage.study(job)
+        study.unlink(missing_ok=True)
+        try:
+            outcome = attack_model(
+                job.attack, model, ds, budget=budget, seed=job.seed, owner_count=job.owner_samples,
+                val_fraction=job.val_fraction, fixed=job.fixed, key=key, study=study,
+            )
+        finally:
+            if study.is_file():
+                storage.publish(study)
     metrics = {"acc_attacked": outcome.acc_attacked, "val_attacked": outcome.val_attacked,
                "val_encrypted": outcome.val_before, "attack_seconds": outcome.seconds,
                # the compute of every trial together, in epoch-equivalents (never above the cap, ``epochs``)

@@ -4,28 +4,37 @@
 Two drivers on one store would run every job twice, and two started together on a new SQLite store race to
 create its schema (one store was left unusable that way). The lock is an advisory ``flock`` on a file beside
 the SQLite database (a store that takes one writer at a time; any experiment), or, for a tracking server,
-in the sweep's storage folder, per experiment. The kernel releases it when the holder's process ends,
-however it ends, so a lock is never stale: the holder written into the file is only there to name it in
-the refusal.
+in the sweep's storage folder, per experiment. An object store takes no ``flock``: with one, a tracking
+server's lock is a file on the driver's machine (under the system's temporary folder, named by the server
+and the experiment), which keeps out a second driver on that machine only: drive each experiment from one
+machine. The kernel releases a lock when the holder's process ends, however it
+ends, so a lock is never stale: the holder written into the file is only there to name it in the refusal.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import socket
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
 from bench.errors import BenchError
+from bench.sweep.storage import Storage
 
 
-def lock_path(uri: str, storage: Path, experiment: str) -> Path:
-    """The lock file of a sweep on store ``uri``: beside a SQLite file, else in ``storage`` per experiment."""
+def lock_path(uri: str, storage: Storage, experiment: str) -> Path:
+    """The lock file of a sweep on store ``uri``: beside a SQLite file, else in a storage folder per
+    experiment, else (an object store) on this machine per server and experiment."""
     if uri.startswith("sqlite:///"):
         return Path(uri.removeprefix("sqlite:///") + ".driver.lock")
-    return storage / f".driver-{experiment}.lock"
+    if not storage.remote:
+        return Path(storage.root) / f".driver-{experiment}.lock"
+    server = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "advparams-locks" / f"{server}-{experiment}.lock"
 
 
 class DriverLock:

@@ -11,10 +11,8 @@ import hashlib
 import importlib
 import itertools
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 from attacks import AttackError, attack_names, get_attack
@@ -159,48 +157,6 @@ def dependencies(job: Job) -> list[str]:
     if isinstance(job, EncryptJob):
         return [job.train.id] + ([job.match] if job.match else [])
     return [job.train.id, job.encrypt.id] if job.encrypt else [job.train.id]
-
-
-@dataclass(frozen=True)
-class Storage:
-    """Where a sweep's files live: a folder every node reaches. Keys go in a private sub-folder."""
-
-    root: Path
-
-    FOLDERS = ("baselines", "encrypted", "studies", "keys")
-
-    def create(self) -> Storage:
-        """Make the folders; the key folder readable by its owner only."""
-        for sub in self.FOLDERS:
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root / "keys", 0o700)
-        return self
-
-    def check_writable(self) -> Storage:
-        """Make the folders and write and remove a file in each: a storage no job could write is refused
-        before any job runs, not found by every job."""
-        try:
-            self.create()
-            for sub in self.FOLDERS:
-                probe = self.root / sub / f".probe-{os.getpid()}"
-                probe.write_bytes(b"")
-                probe.unlink()
-        except OSError as err:
-            where = f" ({err.filename})" if err.filename else ""
-            raise BenchError(f"storage {self.root} cannot be written: {err.strerror or err}{where}") from None
-        return self
-
-    def baseline(self, job: TrainJob) -> Path:
-        return self.root / "baselines" / f"{job.id}.safetensors"
-
-    def encrypted(self, job: EncryptJob) -> Path:
-        return self.root / "encrypted" / f"{job.id}.safetensors"
-
-    def key(self, job: EncryptJob) -> Path:
-        return self.root / "keys" / f"{job.id}.key"
-
-    def study(self, job: AttackJob) -> Path:
-        return self.root / "studies" / f"{job.id}.journal"
 
 
 def resolve_attacks(names: list[str], registered: list[str]) -> list[str]:
