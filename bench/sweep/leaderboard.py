@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
+from bench.sweep.curves import BudgetRow
 from bench.sweep.results import (
     NEGATIVE_CONTROL,
     POSITIVE_CONTROL,
@@ -43,19 +44,10 @@ class ProtectionFigures(Protocol):
     encrypt_seconds: Spread | None
 
 
-class VerdictFigures(Protocol):
-    """What the leaderboard reads of a verdict row (`bench.sweep.report.AttackRowAgg`)."""
+class VerdictFigures(BudgetRow, Protocol):
+    """What the leaderboard reads of a verdict row (`bench.sweep.report.AttackRowAgg`): the curves' figures too."""
 
-    dataset: str
-    model: str
-    method: str
-    cell: str
-    fraction: float
-    epochs: int
-    worst_case: Spread | None
     best_attacks: str
-    scratch: Spread | None
-    stolen: Verdict | None
     trusted: bool | None
 
 
