@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +65,20 @@ def finished_jobs(uri: str, experiment: str) -> int:
     except Exception:  # the store or experiment is not created yet
         return 0
     return sum(r.info.status == "FINISHED" for k in ("train", "encrypt", "attack") for r in runs.get(k, []))
+
+
+def running_after(argv: list[str], cfg: SweepConfig, jobs: int, env: dict[str, str] | None = None,
+                  cwd: Path | None = None, timeout: float = 240) -> subprocess.Popen:
+    """Start ``argv`` (a sweep command on ``cfg``) in a session of its own; return it once ``jobs`` jobs have
+    finished and it still runs, else kill it with its process group and fail with the end of its stderr."""
+    driver = subprocess.Popen(argv, env=env or subprocess_env(), cwd=cwd, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + timeout
+    while finished_jobs(cfg.tracking.uri, cfg.experiment) < jobs and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+    if driver.poll() is None and finished_jobs(cfg.tracking.uri, cfg.experiment) >= jobs:
+        return driver
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    raise AssertionError(f"the sweep did not run on to {jobs} finished jobs: " + driver.stderr.read().decode()[-2000:])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 from bench.sweep.report import ProtectionRow
 from bench.sweep.results import spread
@@ -74,3 +77,30 @@ def test_head_to_head_pairs_the_seeds_both_attacks_ran() -> None:
     assert head_to_head(row, "key_inversion", "adaptive") is None
     text = "\n".join(head_to_head_section(Report("paper", [], [row], 2.0)))
     assert "| fashion_mnist | lenet5 | advparams[n=64,eps=1] | 1 | 10 |" in text and "| recovers more |" in text
+
+
+@pytest.mark.ray
+def test_sigterm_stops_the_benchmark_like_ctrl_c(tmp_path: Path) -> None:
+    """A scheduler's SIGTERM stops `benchmarks.paper` along its cleanup path: exit 130, the sweep run KILLED
+    (Ray's own handler aborted it, leaving the run RUNNING)."""
+    import signal
+    import sys
+
+    from sweep_helpers import running_after, runs_by_kind, tiny_config, write_config
+
+    cfg = tiny_config(tmp_path, attacks={"names": ["finetune", "clip", "adaptive", "scratch"], "fractions": [0.2, 0.4],
+                                         "trials": 2, "epochs": 2})
+    path = write_config(cfg, tmp_path / "cfg.yaml")
+    repo = Path(__file__).resolve().parents[1]
+    driver = running_after([sys.executable, "-m", "benchmarks.paper", "--config", str(path)], cfg, 4, cwd=repo)
+    try:
+        driver.send_signal(signal.SIGTERM)
+        code = driver.wait(timeout=120)
+        err = driver.stderr.read().decode()
+        assert code == 130, err[:3000] + "\n...\n" + err[-1000:]
+        assert "benchmarks.paper: interrupted; rerun to resume" in err
+        [sweep] = runs_by_kind(cfg.tracking.uri, cfg.experiment)["sweep"]
+        assert sweep.info.status == "KILLED"
+    finally:
+        with __import__("contextlib").suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)

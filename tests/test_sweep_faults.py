@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sweep_helpers import (
     ADVPARAMS,
-    finished_jobs,
+    running_after,
     runs_by_kind,
     subprocess_env,
     tiny_config,
@@ -33,12 +33,7 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, attacks={"names": ["finetune", "clip", "adaptive", "magnitude_prune", "scratch"],
                                          "fractions": [0.2, 0.4], "trials": 2, "epochs": 1})
     path = write_config(cfg, tmp_path / "cfg.yaml")
-    driver = subprocess.Popen([str(ADVPARAMS), "sweep", str(path), "--no-report"], env=subprocess_env(), cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 240
-    while finished_jobs(cfg.tracking.uri, cfg.experiment) < 6 and time.time() < deadline and driver.poll() is None:
-        time.sleep(0.5)
-    assert driver.poll() is None, "the sweep ended before it could be killed: " + driver.stderr.read().decode()[-2000:]
+    driver = running_after([str(ADVPARAMS), "sweep", str(path), "--no-report"], cfg, 6, cwd=tmp_path)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, with no chance to clean up
     driver.wait()
     before = {r.data.tags["job_id"]: r.info.run_id for k in ("train", "encrypt", "attack")
@@ -86,13 +81,8 @@ def test_sigterm_stops_the_sweep_like_ctrl_c_and_ray_goes_with_it(tmp_path: Path
     cfg = tiny_config(tmp_path, attacks={"names": ["finetune", "clip", "adaptive", "magnitude_prune", "scratch"],
                                          "fractions": [0.2, 0.4], "trials": 2, "epochs": 2})
     path = write_config(cfg, tmp_path / "cfg.yaml")
-    driver = subprocess.Popen([str(ADVPARAMS), "sweep", str(path), "--no-report"], env=subprocess_env(), cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    driver = running_after([str(ADVPARAMS), "sweep", str(path), "--no-report"], cfg, 4, cwd=tmp_path)
     try:
-        deadline = time.time() + 240
-        while finished_jobs(cfg.tracking.uri, cfg.experiment) < 4 and time.time() < deadline and driver.poll() is None:
-            time.sleep(0.5)
-        assert driver.poll() is None, "the sweep ended before it could be stopped: " + driver.stderr.read().decode()[-2000:]
         ray_processes = _descendants(driver.pid)
         assert ray_processes, "a local Ray runs below the driver"
         driver.send_signal(signal.SIGTERM)  # the driver alone, as a scheduler or `kill` would

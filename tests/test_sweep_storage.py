@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from rich.console import Console
 from s3_helpers import BUCKET, S3Endpoint
 from sweep_helpers import (
     ADVPARAMS,
-    finished_jobs,
+    running_after,
     runs_by_kind,
     subprocess_env,
     tiny_config,
@@ -80,16 +79,9 @@ def test_a_sweep_on_s3_resumes_after_the_driver_is_killed(s3: S3Endpoint, tmp_pa
     assert plan.counts() == {"train": 1, "encrypt": 2, "attack": 5}
     path = write_config(cfg, tmp_path / "cfg.yaml")
     env = {**subprocess_env(), **s3.env}
-    driver = subprocess.Popen([str(ADVPARAMS), "sweep", str(path), "--no-report"], env=env, cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.time() + 240
-        while finished_jobs(cfg.tracking.uri, cfg.experiment) < 4 and time.time() < deadline and driver.poll() is None:
-            time.sleep(0.5)
-        assert driver.poll() is None, "the sweep ended before it could be killed: " + driver.stderr.read().decode()[-2000:]
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, with no chance to clean up
-        driver.wait()
+    driver = running_after([str(ADVPARAMS), "sweep", str(path), "--no-report"], cfg, 4, env=env, cwd=tmp_path)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, with no chance to clean up
+    driver.wait()
     before = {r.data.tags["job_id"]: r.info.run_id for k in ("train", "encrypt", "attack")
               for r in runs_by_kind(cfg.tracking.uri, cfg.experiment).get(k, []) if r.info.status == "FINISHED"}
     assert 4 <= len(before) < 8
