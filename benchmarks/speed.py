@@ -1,11 +1,11 @@
 """The speed benchmark: what encryption costs, what the harness adds, how a sweep scales, what a worker holds.
 
 ``python -m benchmarks.speed [--config configs/quick.yaml] [--set PATH=VALUE] [--write BENCHMARKS.md] [--workers N] [--repeats N] [--skip-cluster] [--encryption-only]``
-prints one markdown fragment (machine, command, five tables) for BENCHMARKS.md; every figure in it comes
+prints one markdown fragment (machine, command, six tables) for BENCHMARKS.md; every figure in it comes
 from this run. Measurements, with the torch threads of the config's jobs (``jobs.<kind>.num_cpus``):
 
-1. Encryption cost: AdvParams at budgets of 8 to 256 scalars (first seed, the config's eps, target and
-   options) with the one-scalar-per-pass loop (schedule ``fixed``, every owner sample) beside the defaults, on each
+1. Encryption cost: AdvParams at budgets of 8 to 256 scalars (the config's first ``--seeds`` seeds, its eps,
+   target and options) with the one-scalar-per-pass loop (schedule ``fixed``, every owner sample) beside the defaults, on each
    of the config's data set and model pairs, plus Fashion-MNIST / LeNet-5 and CIFAR-10 / compact VGG when
    ``$ADVPARAMS_DATA_ROOT`` is set. Baselines are trained once and cached in the config's storage folder; the
    encryption's forward+backward passes and seconds (with the encrypt job's threads) are set against one
@@ -19,7 +19,9 @@ from this run. Measurements, with the torch threads of the config's jobs (``jobs
    process; each command timed from its start to its end.
 4. Scaling: jobs per minute on a local Ray with 1 to ``--workers`` CPUs (default 2) and on a simulated
    multi-node cluster (``ray.cluster_utils.Cluster``: a head with no CPUs and two one-CPU nodes).
-5. Peak memory: the peak RSS of the Ray worker that ran the one-CPU sweep, and of the plain loop's process.
+5. A user's sweep: `advparams sweep CONFIG` as a new user runs it, in a fresh working folder, then the same
+   command again once every job has finished (it must answer without starting Ray).
+6. Peak memory: the peak RSS of the Ray worker that ran the one-CPU sweep, and of the plain loop's process.
 
 Each sweep or loop runs as a command of its own with a fresh storage folder and store, so none inherits
 another's warm Ray, imports or in-process data memo; all read the same data files (digits needs none).
@@ -61,6 +63,7 @@ from bench.sweep.driver import run_sweep
 from bench.sweep.jobs import JobContext, run_train
 from bench.sweep.loop import rss_mib
 from bench.sweep.plan import EncryptJob, TrainJob, plan_for
+from bench.sweep.results import BROKEN, HOLDS, Spread, Verdict, spread, verdict
 from bench.sweep.storage import Storage
 from bench.sweep.tracking import Tracker
 from bench.zoo.baseline import compute_device
@@ -73,12 +76,12 @@ from common.acceleration import Acceleration
 from common.errors import UserError
 from common.training import accuracy, train
 
-#: The encryption-cost targets run when the real data sets are available: configs/paper.yaml's models.
-REAL_MODELS = {
-    "fashion_mnist": ModelEntry(name="lenet5", training=Training(epochs=5, lr=0.05, optimizer="sgd", batch_size=128)),
-    "cifar10": ModelEntry(name="vgg_compact", args={"width": 16},
-                          training=Training(epochs=6, lr=0.05, optimizer="sgd", batch_size=128)),
-}
+#: The encryption-cost targets run when the real data sets are available: these data sets' models in
+#: configs/paper.yaml (one baseline per model, shared by the seeds).
+PAPER_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "paper.yaml"
+REAL_DATASETS = ("fashion_mnist", "cifar10")
+#: A selection within this many points of the reference loop's drop (paired by seed) keeps the lock (#13).
+DROP_MARGIN = 1.0
 #: Budgets (scalars changed at most) at which encryption is timed, and the AdvParams options compared at each:
 #: the one-scalar-per-pass loop (the reference) first, then the defaults.
 SCALARS = (8, 16, 32, 64, 128, 256)
@@ -87,6 +90,7 @@ SELECTIONS = {
     "adaptive": {"schedule": "adaptive", "gradient_samples": 0},
     "adaptive, 256": {"schedule": "adaptive", "gradient_samples": 256},
 }
+REFERENCE = "fixed"
 #: Short timings are repeated until they add up to this many seconds (or MAX_RUNS), and the median kept.
 MIN_TOTAL_SECONDS = 2.0
 MAX_RUNS = 5
@@ -94,6 +98,9 @@ MAX_RUNS = 5
 LOOPBACK_CLUSTER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 #: The simulated cluster: a head with no CPUs (it only schedules) and this many nodes of one CPU each.
 CLUSTER_NODES = 2
+#: Issue #13's goals for the quick sweep on a 2-core machine: a first run within, a finished rerun under (s).
+FIRST_RUN_GOAL = 90.0
+RERUN_GOAL = 5.0
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -102,6 +109,7 @@ class EncryptionCost:
     dataset: str
     model: str
     cell: str
+    seed: int  # the grid's seed: the owner's samples and the method's
     selection: str  # a name in SELECTIONS
     owner_samples: int
     changed: int  # scalars the key holds
@@ -168,6 +176,8 @@ class SpeedReport:
     pair_ratios: list[float]  # command over command of each (sweep, loop) pair, in the order they ran
     local: list[SweepTiming]  # the sweep driver on a local Ray with 1, 2, ... CPUs
     cluster: SweepTiming | None  # None: skipped
+    first_run: float  # seconds of `advparams sweep CONFIG` in a fresh working folder, as a new user runs it
+    rerun: float  # seconds of the same command again, every job finished
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -232,6 +242,14 @@ class SpeedReport:
                     + [_scaling_row(self.cluster, self.ray_one) if self.cluster is not None
                        else ["simulated cluster", str(CLUSTER_NODES), "skipped (--skip-cluster)", "", "", "", "", ""]]),
             "",
+            "**A user's sweep** (`advparams sweep CONFIG` as a user runs it: the config's CPUs, the report written, in a "
+            f"fresh working folder; then the same command again with every job finished; goals: within {FIRST_RUN_GOAL:g} s "
+            f"and under {RERUN_GOAL:g} s on a 2-core machine)",
+            "",
+            *_table(["run", "jobs", "command s"],
+                    [["first run, fresh folder", str(total), f"{self.first_run:.1f}"],
+                     ["rerun, every job finished", "0 to run", f"{self.rerun:.1f}"]]),
+            "",
             "**Peak memory** (peak RSS, `getrusage` ru_maxrss)",
             "",
             *_table(["process", "peak RSS (MiB)"],
@@ -251,22 +269,75 @@ def _options(values: dict[str, object] | tuple) -> str:
     return ", ".join(f"`{k}={v}`" for k, v in pairs)
 
 
+@dataclass(frozen=True)
+class EncryptionCell:
+    """One selection at one budget of one model, across the seeds measured; ``against_reference`` holds the
+    per-seed paired drop differences from the reference loop (`REFERENCE`) against ``-DROP_MARGIN``:
+    `results.BROKEN` there reads "within the margin", `results.HOLDS` "more than the margin below"."""
+    runs: tuple[EncryptionCost, ...]
+    against_reference: Verdict | None  # None for the reference itself
+
+    def median(self, figure: Callable[[EncryptionCost], float]) -> float:
+        return statistics.median(figure(e) for e in self.runs)
+
+    def mean(self, figure: Callable[[EncryptionCost], float]) -> float:
+        return statistics.fmean(figure(e) for e in self.runs)
+
+    @property
+    def drop(self) -> Spread:
+        return spread([e.drop for e in self.runs])
+
+
+def encryption_cells(rows: list[EncryptionCost]) -> list[EncryptionCell]:
+    """``rows`` grouped across seeds by data set, model, budget and selection (in measured order), each set
+    against the reference loop's drop on the same seeds."""
+    groups: dict[tuple, list[EncryptionCost]] = {}
+    for e in rows:
+        groups.setdefault((e.dataset, e.model, e.cell, e.selection), []).append(e)
+    cells = []
+    for (dataset, model, cell, selection), runs in groups.items():
+        against = None
+        if selection != REFERENCE:
+            reference = {e.seed: e.drop for e in groups.get((dataset, model, cell, REFERENCE), [])}
+            against = verdict([e.drop - reference[e.seed] for e in runs if e.seed in reference], tolerance=-DROP_MARGIN)
+        cells.append(EncryptionCell(tuple(runs), against))
+    return cells
+
+
+def _against_reference(v: Verdict | None) -> str:
+    if v is None:
+        return "(reference)"
+    if v.lower is None:
+        return f"{v.mean:+.1f} (one seed)"
+    word = {BROKEN: f"within {DROP_MARGIN:g}", HOLDS: f"over {DROP_MARGIN:g} below"}.get(v.decision, v.decision)
+    return f"{v.mean:+.1f} [{v.lower:+.1f}, {v.upper:+.1f}] {word}"
+
+
 def encryption_table(rows: list[EncryptionCost]) -> list[str]:
-    """The encryption-cost table, with its caption."""
+    """The encryption-cost table, with its caption: one row per budget and selection, across seeds."""
+    seeds = sorted({e.seed for e in rows})
     return [
-        "**Encryption cost** (AdvParams, first seed, the config's options and "
+        f"**Encryption cost** (AdvParams, seeds {', '.join(map(str, seeds))} (each seed draws the owner's samples "
+        "and seeds the method; one baseline per model), the config's options and "
         + "; ".join(f"{name}: {_options(values)}" for name, values in SELECTIONS.items())
         + f" (defaults: {_options(protect.METHODS.get('advparams').options)}); a step is one pass over the owner samples, a "
-        f"forward+backward pass one over an owner batch of up to {OWNER_BATCH} samples; seconds are the median of up to {MAX_RUNS} runs, with the encrypt job's torch "
+        f"forward+backward pass one over an owner batch of up to {OWNER_BATCH} samples; seconds are the median over "
+        f"seeds of each seed's median of up to {MAX_RUNS} runs, with the encrypt job's torch "
         "threads; one epoch is the model's training loop over the whole training split, with the train job's "
-        "threads and batch size; the drop is in test accuracy)",
+        "threads and batch size; scalars, passes and accuracies are means over seeds; the drop is in test accuracy, "
+        f"and its difference from `{REFERENCE}` is paired by seed, with one-sided 95 % Student-t bounds, held "
+        f"against a loss of {DROP_MARGIN:g} point: 'within' when the lower bound is above -{DROP_MARGIN:g})",
         "",
         *_table(["data set", "model", "budget", "selection", "owner samples", "scalars changed", "steps",
                  "forward+backward passes", "seconds", "one epoch (s)", "share of an epoch", "accuracy clean → encrypted",
-                 "drop (points)"],
-                [[e.dataset, e.model, e.cell, e.selection, str(e.owner_samples), str(e.changed), str(e.steps), str(e.passes),
-                  f"{e.seconds:.3f}", f"{e.epoch_seconds:.3f}", f"{100 * e.epoch_share:.1f} %",
-                  f"{100 * e.acc_clean:.1f} % → {100 * e.acc_encrypted:.1f} %", f"{e.drop:.1f}"] for e in rows]),
+                 "drop (points)", f"drop − {REFERENCE}"],
+                [[c.runs[0].dataset, c.runs[0].model, c.runs[0].cell, c.runs[0].selection, str(c.runs[0].owner_samples),
+                  f"{c.mean(lambda e: e.changed):.1f}", f"{c.mean(lambda e: e.steps):.1f}", f"{c.mean(lambda e: e.passes):.1f}",
+                  f"{c.median(lambda e: e.seconds):.3f}", f"{c.median(lambda e: e.epoch_seconds):.3f}",
+                  f"{100 * c.median(lambda e: e.epoch_share):.1f} %",
+                  f"{100 * c.mean(lambda e: e.acc_clean):.1f} % → {100 * c.mean(lambda e: e.acc_encrypted):.1f} %",
+                  f"{c.drop.mean:.1f} ± {c.drop.std:.1f}", _against_reference(c.against_reference)]
+                 for c in encryption_cells(rows)]),
     ]
 
 
@@ -326,18 +397,27 @@ def _median_seconds(run: Callable[[], float]) -> float:
 
 
 # ----------------------------------------------------------------------------------- encryption cost
-def encryption_configs(cfg: SweepConfig, data_root: str | None) -> tuple[list[SweepConfig], list[str]]:
-    """The configs whose AdvParams encryptions are timed: ``cfg`` itself, and `REAL_MODELS` under ``cfg``'s
-    protection settings when a data root holding them is given; each at the `SCALARS` budgets, first seed
-    only. Returns them and notes on what was skipped."""
+def real_models() -> dict[str, ModelEntry]:
+    """`REAL_DATASETS`' models as configs/paper.yaml trains them."""
+    paper = load_config(PAPER_CONFIG)
+    return {d.name: d.models[0] for d in paper.datasets if d.name in REAL_DATASETS}
+
+
+def encryption_configs(cfg: SweepConfig, data_root: str | None, seeds: int = 1) -> tuple[list[SweepConfig], list[str]]:
+    """The configs whose AdvParams encryptions are timed: ``cfg`` itself, and `real_models` under ``cfg``'s
+    protection settings when a data root holding them is given; each at the `SCALARS` budgets, on the first
+    ``seeds`` of ``cfg``'s seeds. Returns them and notes on what was skipped."""
+    if not 1 <= seeds <= len(cfg.seeds):
+        raise BenchError(f"--seeds {seeds}: config {cfg.name} has {len(cfg.seeds)} seed(s); pick 1 to {len(cfg.seeds)}")
     raw = json.loads(cfg.model_dump_json())
-    raw.update(seeds=cfg.seeds[:1],
+    raw.update(seeds=cfg.seeds[:seeds],
                protect={**raw["protect"], "methods": ["advparams"], "match": {}, "max_params": list(SCALARS)})
     configs = [parse_config(raw, f"{cfg.name} (encryption cost)")]
-    real = ", ".join(f"{d} / {m.name}" for d, m in REAL_MODELS.items())
+    models = real_models()
+    real = ", ".join(f"{d} / {m.name}" for d, m in models.items())
     if data_root is None:
         return configs, [f"{real} skipped: {DATA_ROOT_ENV} is unset"]
-    datasets = [{"name": d, "models": [m.model_dump()]} for d, m in REAL_MODELS.items()]
+    datasets = [{"name": d, "models": [m.model_dump()]} for d, m in models.items()]
     return [*configs, parse_config({**raw, "data_root": data_root, "datasets": datasets}, "real data (encryption cost)")], []
 
 
@@ -447,16 +527,16 @@ def _encryption(enc: EncryptJob, selection: str, baseline: Path, ctx: JobContext
 
         seconds = _median_seconds(once)
     last = outcomes[-1]
-    return EncryptionCost(enc.train.dataset, enc.train.model, enc.cell, selection, enc.owner_samples, last.num_changed,
+    return EncryptionCost(enc.train.dataset, enc.train.model, enc.cell, enc.seed, selection, enc.owner_samples, last.num_changed,
                           int(last.stats["steps"]), int(last.stats["forward_backward_passes"]), seconds, epoch_seconds,
                           last.acc_clean, last.acc_encrypted)
 
 
-def run_encryption(cfg: SweepConfig, *, command: str, data_root: str | None = None,
+def run_encryption(cfg: SweepConfig, *, command: str, data_root: str | None = None, seeds: int = 1,
                    progress: Callable[[str], None] = lambda _: None) -> EncryptionReport:
     """The encryption-cost measurement alone: each model's epoch timed under the config's own setting only."""
     machine = Machine.current()
-    configs, notes = encryption_configs(cfg, data_root)
+    configs, notes = encryption_configs(cfg, data_root, seeds)
     setting = Acceleration(cfg.jobs.amp, cfg.jobs.channels_last)
     rows: list[EncryptionCost] = []
     for c in configs:
@@ -534,10 +614,10 @@ def _fresh(cfg: SweepConfig, tmp: Path) -> dict[str, Any]:
     return raw
 
 
-def _timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+def _timed(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> float:
     """Seconds ``argv`` ran, from its start to its end; a failure is one BenchError line."""
     start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True,
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd,
                           env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})})
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
@@ -572,6 +652,19 @@ def sweep_command(cfg: SweepConfig) -> SweepTiming:
                            failed, parent.data.metrics["sweep_seconds"], command_seconds=seconds)
 
 
+def user_sweep(cfg: SweepConfig) -> tuple[float, float]:
+    """Seconds of `advparams sweep CONFIG` as a new user runs it (the config's own CPUs and storage, the store
+    and report where the command puts them), in a fresh working folder, then of the same command again."""
+    with tempfile.TemporaryDirectory(prefix="advparams-speed-") as tmp:
+        raw = json.loads(cfg.model_dump_json())
+        raw["storage"] = "runs/user"  # under the fresh folder, as are the default store and report
+        raw.pop("tracking", None)
+        config = Path(tmp) / "config.yaml"
+        config.write_text(json.dumps(raw))  # JSON is YAML
+        argv = [sys.executable, "-m", "bench.cli", "sweep", str(config)]
+        return _timed(argv, cwd=Path(tmp)), _timed(argv, cwd=Path(tmp))
+
+
 def loop_command(cfg: SweepConfig) -> SweepTiming:
     """``cfg``'s jobs through `python -m bench.sweep.loop`: the same job functions in one process, no Ray, no MLflow."""
     with tempfile.TemporaryDirectory(prefix="advparams-speed-") as tmp:
@@ -585,13 +678,14 @@ def loop_command(cfg: SweepConfig) -> SweepTiming:
 
 # ---------------------------------------------------------------------------------------------- whole
 def run_benchmark(cfg: SweepConfig, *, command: str, workers: int = 2, skip_cluster: bool = False, repeats: int = 1,
-                  data_root: str | None = None, progress: Callable[[str], None] = lambda _: None) -> SpeedReport:
+                  data_root: str | None = None, seeds: int = 1,
+                  progress: Callable[[str], None] = lambda _: None) -> SpeedReport:
     """Every measurement of the speed benchmark on ``cfg``, one after another (never two at once); the scaling
     table has local Rays of 1 to ``workers`` CPUs."""
     if workers < 1 or repeats < 1:
         raise BenchError(f"workers and repeats must be >= 1, got {workers} and {repeats}")
     machine = Machine.current()
-    configs, notes = encryption_configs(cfg, data_root)
+    configs, notes = encryption_configs(cfg, data_root, seeds)
     encryption: list[EncryptionCost] = []
     accelerated: list[AccelerationTiming] = []
     for c in configs:
@@ -614,8 +708,10 @@ def run_benchmark(cfg: SweepConfig, *, command: str, workers: int = 2, skip_clus
     if not skip_cluster:
         progress("scaling: simulated cluster")
         cluster = isolated(cfg, env=LOOPBACK_CLUSTER_ENV, cpus=CLUSTER_NODES, cluster=True)
+    progress("a user's sweep: `advparams sweep` in a fresh folder, then again")
+    first_run, rerun = user_sweep(cfg)
     return SpeedReport(machine, command, cfg.name, plan_for(cfg).counts(), encryption, accelerated, cli, loop, ratios, local, cluster,
-                       notes)
+                       first_run, rerun, notes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -627,6 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-cluster", action="store_true", help="skip the simulated multi-node cluster")
     p.add_argument("--repeats", type=int, default=3,
                    help="harness overhead: pairs of sweep and loop runs, the median kept (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="encryption cost: measure on the config's first N seeds, each selection's drop paired by "
+                   "seed with the reference loop's (default: %(default)s)")
     p.add_argument("--encryption-only", action="store_true",
                    help="measure the encryption cost alone (and one epoch per model for its shares)")
     return p
@@ -646,10 +745,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_root = os.environ.get(DATA_ROOT_ENV)
         report: SpeedReport | EncryptionReport
         if args.encryption_only:
-            report = run_encryption(cfg, command=command, data_root=data_root, progress=progress)
+            report = run_encryption(cfg, command=command, data_root=data_root, seeds=args.seeds, progress=progress)
         else:
             report = run_benchmark(cfg, command=command, workers=args.workers, skip_cluster=args.skip_cluster,
-                                   repeats=args.repeats, data_root=data_root, progress=progress)
+                                   repeats=args.repeats, data_root=data_root, seeds=args.seeds, progress=progress)
     except UserError as err:
         print(f"benchmarks.speed: error: {err}", file=sys.stderr)
         return 2

@@ -14,11 +14,15 @@ import pytest
 import benchmarks.speed as speed
 from bench.sweep.config import SweepConfig, parse_config
 from benchmarks.speed import (
-    REAL_MODELS,
+    DROP_MARGIN,
+    REAL_DATASETS,
     SCALARS,
     SELECTIONS,
+    EncryptionCost,
+    encryption_cells,
     encryption_configs,
     main,
+    real_models,
     run_benchmark,
 )
 
@@ -65,6 +69,8 @@ def test_tiny_benchmark_prints_every_row_with_positive_figures(tmp_path: Path, m
         "simulated cluster",
         "Ray worker that ran the 1-CPU sweep's jobs",
         "plain loop's process (every job in one process)",
+        "first run, fresh folder",
+        "rerun, every job finished",
     }, text
     assert "skipped (--skip-cluster)" in rows["simulated cluster"]
     assert "fashion_mnist / lenet5, cifar10 / vgg_compact skipped: ADVPARAMS_DATA_ROOT is unset" in text
@@ -72,8 +78,8 @@ def test_tiny_benchmark_prints_every_row_with_positive_figures(tmp_path: Path, m
     numbers = [c for key, cells in rows.items() if key not in encryption_rows for c in cells if NUMBER.match(c)]
     assert len(numbers) >= 9 + 4 * 5, text
     assert all(float(c.rstrip(" %")) > 0 for c in numbers), text
-    for key in encryption_rows:  # the last cell is the drop, which may be 0 or below on an untuned budget
-        assert all(float(c.rstrip(" %")) > 0 for c in rows[key][4:-2]), text
+    for key in encryption_rows:  # then the accuracies, the drop (0 or below on an untuned budget) and its difference
+        assert all(float(c.rstrip(" %")) > 0 for c in rows[key][4:-3]), text
 
     assert [(a.amp, a.channels_last) for a in report.acceleration] == [
         ("off", False), ("bfloat16", False), ("off", True), ("bfloat16", True)]
@@ -92,6 +98,8 @@ def test_tiny_benchmark_prints_every_row_with_positive_figures(tmp_path: Path, m
     assert report.ray_one.peak_rss_mib and report.loop.peak_rss_mib
     assert report.cli.command_seconds > report.cli.seconds > 0 and report.loop.command_seconds > report.loop.seconds > 0
     assert report.overhead > 0 and report.inner_overhead > 0
+    assert report.first_run > report.rerun > 0
+    assert rows["first run, fresh folder"] == ["4", f"{report.first_run:.1f}"]
 
 
 def test_encryption_cost_times_advparams_and_the_real_models_only_with_a_data_root(tmp_path: Path) -> None:
@@ -103,8 +111,46 @@ def test_encryption_cost_times_advparams_and_the_real_models_only_with_a_data_ro
     assert not notes and len(configs) == 2
     real = configs[1]
     assert real.data_root == str(tmp_path) and real.storage == cfg.storage
-    assert [(d.name, d.models, d.owner_samples) for d in real.datasets] == [(d, [m], 512) for d, m in REAL_MODELS.items()]
+    assert [(d.name, d.models, d.owner_samples) for d in real.datasets] == [(d, [m], 512) for d, m in real_models().items()]
     assert real.protect.max_params == list(SCALARS) and real.protect.methods == ["advparams"]
+    assert list(real_models()) == list(REAL_DATASETS)
+    assert real_models()["cifar10"].args == {"width": 8}, "the compact VGG as configs/paper.yaml trains it"
+    [five], _ = encryption_configs(cfg.model_copy(update={"seeds": [0, 1, 2, 3, 4]}), None, seeds=3)
+    assert five.seeds == [0, 1, 2]
+
+
+@pytest.mark.parametrize("seeds", [0, 2])
+def test_more_seeds_than_the_config_has_is_one_error_line(
+    tmp_path: Path, seeds: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "c.yaml").write_text(_tiny(tmp_path).model_dump_json())
+    assert main(["--config", str(tmp_path / "c.yaml"), "--encryption-only", "--seeds", str(seeds)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"benchmarks.speed: error: --seeds {seeds}: config tiny-speed has 1 seed(s); pick 1 to 1"
+
+
+def _cost(seed: int, selection: str, encrypted: float, cell: str = "n=64,eps=1") -> EncryptionCost:
+    return EncryptionCost("d", "m", cell, seed, selection, 512, 10, 3, 6, 1.0, 10.0, 0.9, encrypted)
+
+
+@pytest.mark.parametrize(
+    ("reference", "challenger", "decision"),
+    [
+        ([0.10, 0.12, 0.11, 0.13], [0.10, 0.12, 0.11, 0.13], "broken"),  # the same drop: within the margin
+        ([0.10, 0.12, 0.11, 0.13], [0.14, 0.155, 0.135, 0.165], "holds"),  # 2.5 to 3.5 points less: over it below
+        ([0.10, 0.12, 0.11, 0.13], [0.05, 0.16, 0.08, 0.15], "inconclusive"),  # paired differences from -4 to +5
+    ],
+)
+def test_selections_are_held_to_the_reference_drop_paired_by_seed(
+    reference: list[float], challenger: list[float], decision: str
+) -> None:
+    rows = [_cost(s, "fixed", a) for s, a in enumerate(reference)] + [_cost(s, "adaptive", a) for s, a in enumerate(challenger)]
+    ref, new = encryption_cells(rows)
+    assert ref.against_reference is None and len(ref.runs) == len(new.runs) == 4
+    v = new.against_reference
+    assert v.tolerance == -DROP_MARGIN and v.n == 4 and v.decision == decision
+    diffs = [100 * (r - c) for r, c in zip(reference, challenger, strict=True)]
+    assert v.mean == pytest.approx(sum(diffs) / 4)
 
 
 def test_missing_config_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -38,6 +38,14 @@ def test_adaptive_steps_follow_the_accuracy_lost_per_scalar(
     assert step_size("adaptive", Budget(max_params=64), changed, 0.1, accuracy, last) == expected
 
 
+def test_a_budget_within_adaptive_s_bound_on_passes_is_spent_one_scalar_a_pass() -> None:
+    """At most SMALLEST_SHARE scalars: adaptive is the reference loop (as many passes as its bound allows)."""
+    small, large = Budget(max_params=SMALLEST_SHARE), Budget(max_params=SMALLEST_SHARE + 1)
+    assert [step_size("adaptive", small, c, 0.1, 0.9, None if c == 0 else (1, 0.95)) for c in range(SMALLEST_SHARE)] \
+        == [1] * SMALLEST_SHARE
+    assert step_size("adaptive", large, 0, 0.1, 0.9, None) == -(-(SMALLEST_SHARE + 1) // FIRST_SHARE) > 1
+
+
 def test_fixed_steps_are_params_per_step_within_the_budget() -> None:
     budget = Budget(max_params=10, params_per_step=4)
     assert [step_size("fixed", budget, c, 0.1, 0.9, (4, 0.95)) for c in (0, 4, 8)] == [4, 4, 2]

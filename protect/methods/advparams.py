@@ -32,7 +32,8 @@ from protect.owner_data import owner_pass
 from protect.registry import EncryptionRun, register_method
 
 #: Schedule ``adaptive``: the first step moves 1/FIRST_SHARE of ``max_params``, and no step fewer than
-#: 1/SMALLEST_SHARE of it (so at most about SMALLEST_SHARE passes, whatever the budget).
+#: 1/SMALLEST_SHARE of it (so at most about SMALLEST_SHARE passes, whatever the budget); a budget of at most
+#: SMALLEST_SHARE scalars is spent as the reference loop spends it, one scalar a pass.
 FIRST_SHARE = 4
 SMALLEST_SHARE = 8
 #: Later steps move OVERSHOOT times the scalars the accuracy lost per scalar so far says the target still needs
@@ -117,7 +118,9 @@ def step_size(
     """How many scalars the next step moves, once ``changed`` have and the owner accuracy is ``accuracy``;
     ``last`` is the previous step's (scalars moved, accuracy before it). Never more than the budget allows."""
     left = budget.max_params - changed
-    if schedule == "fixed":
+    if schedule == "fixed" or budget.max_params <= SMALLEST_SHARE:
+        # A budget this small fits adaptive's own bound on passes one scalar at a time: the reference loop,
+        # which re-ranks after every scalar, costs no more here and is the better lock when scalars are scarce.
         return min(budget.params_per_step, left)
     fewest = max(-(-budget.max_params // SMALLEST_SHARE), budget.params_per_step)
     if last is None:
