@@ -85,8 +85,9 @@ def study_signature(attack: Attack, model: nn.Module, data: AttackerData, budget
     return digest.hexdigest()[:32]
 
 
-def _storage(path: str | Path | None) -> optuna.storages.BaseStorage | None:
-    """A journal file storage (resumable, safe for several processes) or None for in-memory."""
+def journal(path: str | Path | None) -> optuna.storages.BaseStorage | None:
+    """A journal file storage (resumable, safe for several processes) or None for in-memory; a file that is
+    not a journal is refused untouched."""
     if path is None:
         return None
     path = Path(path)
@@ -159,7 +160,7 @@ def tune(
     name = study_name or f"{attack.name}-seed{seed}"
     try:
         study = optuna.create_study(
-            storage=_storage(storage),
+            storage=journal(storage),
             sampler=optuna.samplers.TPESampler(seed=seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS),
             study_name=name,

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import optuna
 import pytest
 from rich.console import Console
 from sweep_helpers import runs_by_kind, tiny_config
 
+from attacks.tuning import journal
 from bench.sweep import driver
-from bench.sweep.driver import run_sweep
+from bench.sweep.driver import print_outcome, run_sweep
 from bench.sweep.plan import plan_for
 from bench.sweep.report import build_report, print_report, write_plots, write_tables
 from bench.sweep.tracking import Tracker
@@ -50,6 +52,21 @@ def test_sweep_logs_every_job_nested_and_resumes_without_duplicates(ray_session,
     # Keys stay in the storage's private folder, mode 0600, and never reach MLflow.
     keys = list((tmp_path / "storage" / "keys").glob("*.key"))
     assert len(keys) == 2 and all(k.stat().st_mode & 0o077 == 0 for k in keys)
+    # Every attack job's study, named by its id in its own journal, is copied into the sweep's one journal with
+    # the trials it ran, and the end of the sweep says where that journal is.
+    studies = tmp_path / "storage" / "studies.journal"
+    assert outcome.studies == studies
+    assert set(optuna.get_all_study_names(journal(studies))) == {job.id for job in plan.attacks}
+    for job in plan.attacks:
+        own = optuna.load_study(study_name=job.id, storage=journal(tmp_path / "storage" / "studies" / f"{job.id}.journal"))
+        copied = optuna.load_study(study_name=job.id, storage=journal(studies))
+        assert len(copied.trials) == cfg.attacks.trials
+        assert [(t.state, t.value, t.params, t.user_attrs) for t in copied.trials] == \
+               [(t.state, t.value, t.params, t.user_attrs) for t in own.trials]
+    console = Console(record=True, width=2000)
+    print_outcome(outcome, console)
+    assert f"(optuna-dashboard {studies})" in console.export_text()
+    collected = studies.read_bytes()
 
     # With every job finished, the rerun answers from the tracking store alone: Ray is not even asked for.
     with monkeypatch.context() as m:
@@ -58,6 +75,7 @@ def test_sweep_logs_every_job_nested_and_resumes_without_duplicates(ray_session,
         again = run_sweep(cfg)
     assert {k: c["skipped"] for k, c in again.counts.items()} == {"train": 1, "encrypt": 2, "attack": 7}
     assert sum(c["done"] for c in again.counts.values()) == 0
+    assert again.studies == studies and studies.read_bytes() == collected, "a rerun copies no study twice"
     rerun = runs_by_kind(cfg.tracking.uri, cfg.experiment)
     # Each invocation is a record of its own under the sweep's run, which spans them all.
     invocations = sorted(rerun["invocation"], key=lambda r: r.info.start_time)
@@ -74,10 +92,17 @@ def test_sweep_logs_every_job_nested_and_resumes_without_duplicates(ray_session,
     # As if the sweep had last run before `adaptive` was registered: the rerun says what changed before it runs.
     tracker = Tracker(cfg.tracking.uri, cfg.experiment)
     tracker.tag_sweep(parent.info.run_id, {"resolved.attacks": "finetune,clip,scratch"})
+    # ... and a study not collected yet whose journal is broken is a note, never the sweep's end.
+    broken = plan.attacks[0]
+    optuna.delete_study(study_name=broken.id, storage=journal(studies))
+    (tmp_path / "storage" / "studies" / f"{broken.id}.journal").write_text('{"op_code": 0, "worker_id"')
     console = Console(record=True, width=2000)
-    run_sweep(cfg, console=console)
+    noted = run_sweep(cfg, console=console)
+    said = console.export_text()
     assert ("note: the attack registry changed since this sweep last ran: added adaptive (attacks.names now means "
-            "finetune,clip,adaptive,scratch); the jobs this adds run now") in console.export_text()
+            "finetune,clip,adaptive,scratch); the jobs this adds run now") in said
+    assert noted.ok and f"note: the study of {broken.name} " in said and "was not collected" in said
+    assert set(optuna.get_all_study_names(journal(studies))) == {job.id for job in plan.attacks[1:]}
 
     # A finished job whose files are gone (a cleaned storage folder) runs again; the rest stay skipped.
     next((tmp_path / "storage" / "encrypted").glob("*.safetensors")).unlink()

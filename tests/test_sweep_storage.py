@@ -12,6 +12,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+import optuna
 import pytest
 from rich.console import Console
 from s3_helpers import BUCKET, S3Endpoint
@@ -24,6 +25,8 @@ from sweep_helpers import (
     write_config,
 )
 
+from attacks import get_attack
+from attacks.tuning import journal
 from bench.errors import BenchError
 from bench.sweep.driver import to_run
 from bench.sweep.plan import plan_for
@@ -78,6 +81,8 @@ def test_a_sweep_on_s3_resumes_after_the_driver_is_killed(s3: S3Endpoint, tmp_pa
     plan = plan_for(cfg)
     assert plan.counts() == {"train": 1, "encrypt": 2, "attack": 5}
     path = write_config(cfg, tmp_path / "cfg.yaml")
+    studies = Storage.at(cfg.storage).studies  # on the driver's machine, not in the bucket
+    studies.unlink(missing_ok=True)  # a journal an earlier test run left
     env = {**subprocess_env(), **s3.env}
     driver = running_after([str(ADVPARAMS), "sweep", str(path), "--no-report"], cfg, 4, env=env, cwd=tmp_path)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, with no chance to clean up
@@ -95,6 +100,13 @@ def test_a_sweep_on_s3_resumes_after_the_driver_is_killed(s3: S3Endpoint, tmp_pa
     assert set(Counter(r.data.tags["job_id"] for r in finished).values()) == {1}, "no job may run twice"
     after = {r.data.tags["job_id"]: r.info.run_id for r in finished}
     assert all(after[j] == run_id for j, run_id in before.items()), "finished jobs must be kept, not rerun"
+    # The studies of the jobs either driver ran are collected on this machine, by job id, each with its trials.
+    assert f"(optuna-dashboard {studies})" in rerun.stdout
+    storage = journal(studies)
+    assert set(optuna.get_all_study_names(storage)) == {job.id for job in plan.attacks}
+    for job in plan.attacks:  # an attack with nothing to tune runs one trial
+        trials = cfg.attacks.trials if get_attack(job.attack).tunable(job.fixed) else 1
+        assert len(optuna.load_study(study_name=job.id, storage=storage).trials) == trials, job.name
 
     # Everything a job stores is in the bucket, nothing else is; no key object is public.
     objects = s3.objects("sweep/")

@@ -27,8 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+import optuna
 import ray
 from rich.console import Console
 from rich.progress import (
@@ -43,12 +45,14 @@ from rich.table import Table
 from rich.text import Text
 
 from attacks import attack_names
+from attacks.tuning import journal
 from bench.errors import BenchError
 from bench.sweep.config import SweepConfig
 from bench.sweep.jobs import JobContext, damaged_output, output_files, run_job
 from bench.sweep.lock import DriverLock, lock_path
 from bench.sweep.plan import (
     ALL_CELLS,
+    AttackJob,
     EncryptJob,
     Job,
     Plan,
@@ -87,6 +91,44 @@ execute = ray.remote(run_job)
 def outputs_exist(job: Job, storage: Storage) -> bool:
     """Whether the files a job writes for its dependants are stored (a quick look, before the store is read)."""
     return all(storage.exists(path) for path in output_files(job, storage).values())
+
+
+def collect_studies(jobs: list[AttackJob], storage: Storage, console: Console) -> Path | None:
+    """Copy each finished attack job's study (``jobs``) from its own journal into the sweep's one journal
+    (`Storage.studies`), named by the job's id, so optuna-dashboard opens them all at once; returns that journal,
+    or None when it holds nothing. A study collected before is not copied again, a job without a study file is
+    passed over, and a journal that cannot be read or copied is a note: studies are for inspection, and never
+    end a sweep. The driver is the journal's one writer (jobs write their own journals only)."""
+    target = storage.studies
+    try:
+        sweep = journal(target) if jobs or target.is_file() else None
+        collected = set(optuna.get_all_study_names(sweep)) if sweep is not None else set()
+        missing = [job for job in jobs if job.id not in collected]
+        if missing:
+            with storage.for_job() as work:  # an object store's journals are fetched to a private folder
+                for job in missing:
+                    _copy_study(job, work, sweep, console)
+        return target if target.is_file() and target.stat().st_size else None
+    except Exception as err:  # a foreign or unwritable journal: the sweep's figures are in MLflow all the same
+        console.print(f"note: studies not collected into {target}: {type(err).__name__}: {first_line(err)}",
+                      markup=False, highlight=False)
+        return None
+
+
+def _copy_study(job: AttackJob, storage: Storage, sweep: optuna.storages.BaseStorage, console: Console) -> None:
+    """Copy the one study in ``job``'s journal into ``sweep`` under the job's id; nothing without a journal,
+    a note when it cannot be read or copied."""
+    try:
+        if not storage.exists(storage.study(job)):
+            return
+        source = journal(storage.fetch(storage.study(job)))
+        names = optuna.get_all_study_names(source)
+        if len(names) != 1:
+            raise ValueError(f"it holds {len(names)} studies, not one")
+        optuna.copy_study(from_study_name=names[0], from_storage=source, to_storage=sweep, to_study_name=job.id)
+    except Exception as err:  # an unreadable or truncated journal, an object store that does not answer
+        console.print(f"note: the study of {job.name} ({storage.where(storage.study(job))}) was not collected: "
+                      f"{type(err).__name__}: {first_line(err)}", markup=False, highlight=False)
 
 
 def to_run(plan: Plan, finished: dict[str, JobResult], storage: Storage, console: Console) -> set[str]:
@@ -270,6 +312,7 @@ class SweepOutcome:
     parent_run_id: str = ""
     failed: list[JobResult] = field(default_factory=list)
     results: dict[str, JobResult] = field(default_factory=dict)
+    studies: Path | None = None  # the journal of every finished attack job's study (`collect_studies`)
 
     @property
     def ok(self) -> bool:
@@ -453,6 +496,8 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
                 ray.shutdown()
                 started = False
             logged.result()
+        outcome.studies = collect_studies([j for j in plan.attacks if outcome.results[j.id].status == "FINISHED"],
+                                          storage, console)
         status = "FINISHED" if outcome.ok else "FAILED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -529,3 +574,6 @@ def print_outcome(outcome: SweepOutcome, console: Console) -> None:
     console.print(table)
     for r in outcome.failed[:10]:  # names hold [n=8,eps=1]: printed literally, never read as markup
         console.print(Text.assemble(("FAILED", "red"), f" {r.name}: {r.error}"))
+    if outcome.studies is not None:
+        console.print(f"Optuna studies, one per attack job named by its id: {outcome.studies} "
+                      f"(optuna-dashboard {outcome.studies})", markup=False, highlight=False, soft_wrap=True)

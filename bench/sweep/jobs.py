@@ -215,15 +215,16 @@ def run_attack(job: AttackJob, ctx: JobContext, train: JobResult, encrypt: JobRe
         key = read_key(storage.key(job.encrypt), None) if job.encrypt else None
         # A study file left here is a failed or killed attempt's: resumed, its sampler would go on from a state
         # no undisturbed run reaches, so a retry would give other figures than the same job id without one. The
-        # job starts its study clean; the file is stored afterwards, failed or not, for inspection
-        # (optuna-dashboard). Optuna's journal needs a POSIX file: with an object store it lives in the job's
-        # working folder while the job runs, and is uploaded when it ends.
+        # job starts its study clean, named by the job's id; the file is stored afterwards, failed or not, for
+        # inspection, and the driver copies a finished job's study into the sweep's one journal
+        # (`bench.sweep.driver.collect_studies`). Optuna's journal needs a POSIX file: with an object store it
+        # lives in the job's working folder while the job runs, and is uploaded when it ends.
         study = storage.study(job)
         study.unlink(missing_ok=True)
         try:
             outcome = attack_model(
                 job.attack, model, ds, budget=budget, seed=job.seed, owner_count=job.owner_samples,
-                val_fraction=job.val_fraction, fixed=job.fixed, key=key, study=study,
+                val_fraction=job.val_fraction, fixed=job.fixed, key=key, study=study, study_name=job.id,
             )
         finally:
             if study.is_file():

@@ -6,7 +6,8 @@ every node reaches, named by any URL fsspec knows (``s3://bucket/prefix``, ``gs:
 `study`). In a folder those are the stored files themselves, and `fetch` and `publish` do nothing: a local
 sweep works as it always has. With an object store they are working copies in a private folder of the job's
 own (`Storage.for_job`, removed when the job ends): `fetch` downloads an object there, `publish` uploads the
-copy. The driver only reads what is stored (`exists`, `sha256`).
+copy. The driver only reads what is stored (`exists`, `sha256`), and writes one file of its own: the sweep's
+studies in one journal (`studies`).
 
 Keys: in a folder, ``keys/`` is mode 0700 and each key 0600. An object store has no modes: a key object is
 uploaded with S3's canned ACL ``bucket-owner-full-control`` (it grants no one else; it is the one ACL that a
@@ -106,6 +107,16 @@ class Storage:
 
     def study(self, job: AttackJob) -> Path:
         return self.local / "studies" / f"{job.id}.journal"
+
+    @property
+    def studies(self) -> Path:
+        """The journal the driver collects every finished attack job's study into, named by job id, for
+        optuna-dashboard: in a folder, ``studies.journal`` in it; for an object store, on the driver's machine
+        (a journal needs a POSIX file and one writer), under the system's temporary folder, one per store."""
+        if not self.remote:
+            return self.local / "studies.journal"
+        store = hashlib.sha256(self.root.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / "advparams-studies" / f"{store}.journal"
 
     def where(self, path: Path) -> str:
         """Where the file at ``path`` is stored, as a user would look for it: the path, or the object's URL."""
