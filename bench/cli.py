@@ -319,7 +319,7 @@ def _report(uri: str, experiment: str, out: Path | None, sweep_run: str | None =
 def cmd_report(args: argparse.Namespace) -> None:
     from mlflow.tracking import MlflowClient
 
-    from bench.sweep.tracking import check_uri
+    from bench.sweep.store import check_uri
 
     if args.tolerance is not None and not args.tolerance >= 0:
         raise BenchError(f"--tolerance {args.tolerance:g} must be a number of points >= 0")

@@ -71,12 +71,11 @@ from bench.sweep.results import (
     summary_result,
 )
 from bench.sweep.storage import Storage
+from bench.sweep.store import check_uri, is_new_store
 from bench.sweep.tracking import (
     MAX_PARAM,
     TOLERANCE_TAG,
     Tracker,
-    check_uri,
-    is_new_store,
     same_metrics,
     wait_for_server,
 )

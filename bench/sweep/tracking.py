@@ -29,6 +29,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
 from bench.errors import BenchError
 from bench.sweep.results import JobResult
+from bench.sweep.store import COMPARISON_VIEW_TAG, check_uri, default_artifact_root
 from common.errors import first_line
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -43,11 +44,8 @@ def _chunks(items: list, size: int):
         yield items[i : i + size]
 
 
-#: The comparison, as a view of MLflow's runs table that a link opens (``?viewStateShareKey=KEY``, what the
-#: UI's own "Share" button makes): the summary runs grouped by method (averaged over each group's runs),
-#: with the deciding figures as columns. The UI reads it from the experiment tag ``mlflow.sharedViewState.KEY``.
-COMPARISON_VIEW_KEY = "advparams-comparison"
-COMPARISON_VIEW_TAG = f"mlflow.sharedViewState.{COMPARISON_VIEW_KEY}"
+#: The comparison, as a view of MLflow's runs table that a link opens (`bench.sweep.store.COMPARISON_VIEW_KEY`):
+#: the summary runs grouped by method (averaged over each group's runs), with the deciding figures as columns.
 COMPARISON_COLUMNS = (
     "metrics.`stolen_value_points`", "metrics.`verdict.lower`", "metrics.`verdict.upper`", "tags.`verdict`",
     "tags.`trusted`", "metrics.`worst_case_attacked`", "metrics.`scratch_accuracy`", "metrics.`encrypted_pct`",
@@ -131,32 +129,6 @@ def same_metrics(a: dict[str, float], b: dict[str, float]) -> bool:
     """Whether two sets of metrics hold the same figures (a read-back percent divided by 100 may differ from
     the fraction it came from in the last bit)."""
     return a.keys() == b.keys() and all(math.isclose(a[k], b[k], rel_tol=1e-9, abs_tol=1e-12) for k in a)
-
-
-def default_artifact_root(uri: str) -> str | None:
-    """For a local SQLite store, artifacts go to a folder `mlartifacts` beside the database file
-    (None: a tracking server decides, and proxies them)."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        return (db.resolve().parent / "mlartifacts").as_uri()
-    return None
-
-
-SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
-
-
-def check_uri(uri: str, *, must_exist: bool = False) -> None:
-    """One line for a tracking URI MLflow would refuse with a traceback (or create when only reading)."""
-    scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
-    if scheme not in SCHEMES:
-        raise BenchError(f"tracking URI {uri!r} is not supported; use sqlite:///FILE.db or http://HOST:PORT")
-    if must_exist and is_new_store(uri):
-        raise BenchError(f"no MLflow store at {uri.removeprefix('sqlite:///')}; run a sweep first")
-
-
-def is_new_store(uri: str) -> bool:
-    """Whether ``uri`` is a SQLite store whose file does not exist yet (opening it creates it)."""
-    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
 
 
 def wait_for_server(uri: str, timeout: float) -> None:
