@@ -144,6 +144,7 @@ def tune(
     study_name: str | None = None,
     fixed: Mapping[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    durable: bool = True,
 ) -> TuningResult:
     """Search ``attack``'s params for the best val accuracy within ``budget.trials`` trials and its compute cap.
 
@@ -153,14 +154,19 @@ def tune(
     spends at most ``budget.epochs / trials`` epoch-equivalents. With a ``storage`` file an interrupted
     study resumes, running only the trials still missing; the best model is then rebuilt by re-running
     its trial with the same seed and share (a replay of compute already counted, so not counted again).
+    ``durable=False`` runs a fresh study in memory and writes the ``storage`` file once, when the trials end
+    (failed or not): for a caller that starts its study clean and keeps the file for inspection only, it
+    saves the fsync Optuna's journal makes on every report (about 8 % of a digits attack job).
     """
     checked = attack.check_params(fixed or {}, budget)
     fixed = {name: checked[name] for name in fixed or {}}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = study_name or f"{attack.name}-seed{seed}"
     try:
+        target = journal(storage)
+        backing = target if durable else optuna.storages.InMemoryStorage()
         study = optuna.create_study(
-            storage=journal(storage),
+            storage=backing,
             sampler=optuna.samplers.TPESampler(seed=seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS),
             study_name=name,
@@ -220,8 +226,12 @@ def tune(
             progress(finished(), total)
 
     missing = total - finished()
-    if missing > 0:
-        study.optimize(objective, n_trials=missing, callbacks=[on_trial])
+    try:
+        if missing > 0:
+            study.optimize(objective, n_trials=missing, callbacks=[on_trial])
+    finally:
+        if not durable and target is not None:
+            optuna.copy_study(from_study_name=name, from_storage=backing, to_storage=target)
 
     best = study.best_trial
     best_params = dict(best.user_attrs["params"])

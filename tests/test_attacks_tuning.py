@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -16,7 +17,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from attacks import AttackerBudget, AttackerData, AttackError, get_attack, tune
-from attacks.tuning import trial_seed
+from attacks.tuning import journal, trial_seed
 
 
 def blobs(n: int, seed: int) -> TensorDataset:
@@ -119,6 +120,32 @@ def test_journal_study_resumes_with_only_the_missing_trials(
             storage=journal,
             study_name="finetune-seed3",
         )
+
+
+def test_a_study_kept_for_inspection_is_written_once_with_the_trials_a_durable_one_holds(
+    task: tuple[nn.Module, AttackerData], tmp_path: Path
+) -> None:
+    """``durable=False`` (a sweep job's study): nothing on disk while the trials run, then the same study the
+    journal would hold; a study stopped by an error is written too."""
+    model, data = task
+    attack, budget = get_attack("finetune"), AttackerBudget(0.5, trials=2, epochs=2)
+    durable, late = tmp_path / "durable.journal", tmp_path / "late.journal"
+    seen: list[bool] = []
+    tune(attack, model, data, budget, storage=durable, seed=3, study_name="job")
+    tune(attack, model, data, budget, storage=late, seed=3, study_name="job", durable=False,
+         progress=lambda _d, _t: seen.append(late.is_file() and late.stat().st_size > 0))
+    assert seen == [False, False]
+
+    def trials(path: Path) -> list[tuple[Any, ...]]:
+        study = optuna.load_study(study_name="job", storage=journal(path))
+        return [(t.params, t.value, t.state, t.user_attrs.get("compute_epochs")) for t in study.trials]
+
+    assert trials(late) == trials(durable) and len(trials(late)) == 2
+    stopped = tmp_path / "stopped.journal"
+    with pytest.raises(KeyboardInterrupt):
+        tune(attack, model, data, budget, storage=stopped, seed=3, study_name="job", durable=False,
+             progress=killed_after(1))
+    assert [t[2] for t in trials(stopped)] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING]
 
 
 def test_a_study_is_not_resumed_with_another_number_of_trials(task: tuple[nn.Module, AttackerData], tmp_path: Path) -> None:

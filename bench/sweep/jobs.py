@@ -217,14 +217,16 @@ def run_attack(job: AttackJob, ctx: JobContext, train: JobResult, encrypt: JobRe
         # no undisturbed run reaches, so a retry would give other figures than the same job id without one. The
         # job starts its study clean, named by the job's id; the file is stored afterwards, failed or not, for
         # inspection, and the driver copies a finished job's study into the sweep's one journal
-        # (`bench.sweep.driver.collect_studies`). Optuna's journal needs a POSIX file: with an object store it
-        # lives in the job's working folder while the job runs, and is uploaded when it ends.
+        # (`bench.sweep.driver.collect_studies`). Nothing reads it mid-study, so it is written once, when the
+        # trials end, not fsynced on every report. Optuna's journal needs a POSIX file: with an object store it
+        # is written in the job's working folder and uploaded when the job ends.
         study = storage.study(job)
         study.unlink(missing_ok=True)
         try:
             outcome = attack_model(
                 job.attack, model, ds, budget=budget, seed=job.seed, owner_count=job.owner_samples,
                 val_fraction=job.val_fraction, fixed=job.fixed, key=key, study=study, study_name=job.id,
+                durable_study=False,
             )
         finally:
             if study.is_file():

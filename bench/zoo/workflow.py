@@ -309,19 +309,21 @@ def attack_model(
     key: protect.SecretKey | None = None,
     study: Path | None = None,
     study_name: str | None = None,
+    durable_study: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> AttackOutcome:
     """Run one attack, tuned on the attacker's validation split, and score it on the test split.
 
     The attack sees the encrypted model, the attacker's share of the data and its budget; ``key`` is used
     only afterwards, to score the positions an adaptive attack changed. The study in the ``study`` file is
-    named ``study_name`` (a sweep names it by job), else by the attack.
+    named ``study_name`` (a sweep names it by job), else by the attack; ``durable_study=False`` writes it
+    once, at the end (`attacks.tuning.tune`).
     """
     attack = get_attack(name)
     data = attacker_data(ds, seed=seed, fraction=budget.data_fraction, owner_count=owner_count, val_fraction=val_fraction)
     start = time.perf_counter()
     tuned = tune(attack, model, data, budget, seed=seed, storage=study, study_name=study_name or name, fixed=fixed,
-                 progress=progress)
+                 progress=progress, durable=durable_study)
     seconds = time.perf_counter() - start
     scores = key_scores(tuned.result.changed, key) if key is not None else None
     return AttackOutcome(
