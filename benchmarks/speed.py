@@ -321,8 +321,8 @@ def encryption_table(rows: list[EncryptionCost]) -> list[str]:
         "and seeds the method; one baseline per model), the config's options and "
         + "; ".join(f"{name}: {_options(values)}" for name, values in SELECTIONS.items())
         + f" (defaults: {_options(protect.METHODS.get('advparams').options)}); a step is one pass over the owner samples, a "
-        f"forward+backward pass one over an owner batch of up to {OWNER_BATCH} samples; seconds are the median over "
-        f"seeds of each seed's median of up to {MAX_RUNS} runs, with the encrypt job's torch "
+        f"forward+backward pass one over an owner batch of up to {OWNER_BATCH} samples; seconds are the median of one "
+        f"run per seed (with one seed, of up to {MAX_RUNS} runs), with the encrypt job's torch "
         "threads; one epoch is the model's training loop over the whole training split, with the train job's "
         "threads and batch size; scalars, passes and accuracies are means over seeds; the drop is in test accuracy, "
         f"and its difference from `{REFERENCE}` is paired by seed, with one-sided 95 % Student-t bounds, held "
@@ -388,10 +388,11 @@ def _median_run(runs: list[SweepTiming]) -> SweepTiming:
     return sorted(runs, key=lambda t: t.command_seconds)[(len(runs) - 1) // 2]
 
 
-def _median_seconds(run: Callable[[], float]) -> float:
-    """Median of ``run()`` (which returns seconds), repeated while short, so a fast step is not all noise."""
+def _median_seconds(run: Callable[[], float], most: int = MAX_RUNS) -> float:
+    """Median of ``run()`` (which returns seconds), repeated while short (at most ``most`` runs), so a fast
+    step is not all noise."""
     times: list[float] = []
-    while not times or (sum(times) < MIN_TOTAL_SECONDS and len(times) < MAX_RUNS):
+    while not times or (sum(times) < MIN_TOTAL_SECONDS and len(times) < most):
         times.append(run())
     return statistics.median(times)
 
@@ -425,9 +426,10 @@ def encryption_cost(cfg: SweepConfig, epochs: dict[str, float]) -> list[Encrypti
     """Time AdvParams under each of `SELECTIONS` at every cell of ``cfg`` (a config from `encryption_configs`)
     against one epoch of each baseline (``epochs``, seconds by train job id, as `acceleration_cost` timed it
     under the config's setting), with the encrypt job's torch threads; each baseline is trained once and kept
-    in the config's storage."""
+    in the config's storage. With several seeds each encryption runs once (the seeds' median is the figure)."""
     ctx = JobContext.for_config(cfg, int(cfg.jobs.encrypt.num_cpus))
     plan = plan_for(cfg)
+    most = MAX_RUNS if len(cfg.seeds) == 1 else 1
     rows: list[EncryptionCost] = []
     threads = torch.get_num_threads()
     try:
@@ -435,7 +437,7 @@ def encryption_cost(cfg: SweepConfig, epochs: dict[str, float]) -> list[Encrypti
         storage = Storage.at(ctx.storage)  # a folder: the benchmark's configs store under its temporary folder
         for job in plan.trains:
             run_train(job, ctx)  # a cache hit when the baseline file exists
-            rows.extend(_encryption(enc, selection, storage.baseline(job), ctx, epochs[job.id])
+            rows.extend(_encryption(enc, selection, storage.baseline(job), ctx, epochs[job.id], most)
                         for enc in plan.encrypts if enc.train == job for selection in SELECTIONS)
     finally:
         torch.set_num_threads(threads)
@@ -510,9 +512,11 @@ def _one_epoch(job: TrainJob, ds: DataSet) -> tuple[float, float, float]:
     return trained - start, time.perf_counter() - trained, acc
 
 
-def _encryption(enc: EncryptJob, selection: str, baseline: Path, ctx: JobContext, epoch_seconds: float) -> EncryptionCost:
+def _encryption(enc: EncryptJob, selection: str, baseline: Path, ctx: JobContext, epoch_seconds: float,
+                most: int) -> EncryptionCost:
     """Encrypt the baseline with the AdvParams options of ``selection`` over the cell's (into a temporary folder, so
-    no key is left behind) as often as `_median_seconds` asks."""
+    no key is left behind) as often as `_median_seconds` asks, on the owner samples the sweep's job draws
+    (its grid seed's)."""
     outcomes: list[EncryptOutcome] = []
     options = {**enc.budget["options"], **SELECTIONS[selection]}
     budget = protect.Budget.from_dict({**enc.budget, "options": options})
@@ -522,10 +526,10 @@ def _encryption(enc: EncryptJob, selection: str, baseline: Path, ctx: JobContext
             outcomes.append(encrypt_file(
                 baseline, Path(tmp) / "encrypted.safetensors", Path(tmp) / "encrypted.key",
                 budget=budget, method="advparams", data=ctx.options(enc.train),
-                split_seed=enc.train.seed, owner_count=enc.owner_samples, force=True))
+                split_seed=enc.seed, owner_count=enc.owner_samples, force=True))
             return outcomes[-1].seconds
 
-        seconds = _median_seconds(once)
+        seconds = _median_seconds(once, most)
     last = outcomes[-1]
     return EncryptionCost(enc.train.dataset, enc.train.model, enc.cell, enc.seed, selection, enc.owner_samples, last.num_changed,
                           int(last.stats["steps"]), int(last.stats["forward_backward_passes"]), seconds, epoch_seconds,
