@@ -99,6 +99,7 @@ def collect_studies(jobs: list[AttackJob], storage: Storage, console: Console) -
     passed over, and a journal that cannot be read or copied is a note: studies are for inspection, and never
     end a sweep. The driver is the journal's one writer (jobs write their own journals only)."""
     target = storage.studies
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a "new study created" line per job
     try:
         sweep = journal(target) if jobs or target.is_file() else None
         collected = set(optuna.get_all_study_names(sweep)) if sweep is not None else set()
