@@ -501,8 +501,11 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
         status = "FINISHED" if outcome.ok else "FAILED"
     except KeyboardInterrupt:
         status = "KILLED"
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        if not started:  # a cluster outlives this driver: free its CPUs. A Ray this driver started ends with
+            # ray.shutdown below, workers and all; cancelling first only races Ray's task manager, whose fatal
+            # check ("Tried to complete task that was not pending") aborted the driver twice under load.
+            for ref in pending:
+                ray.cancel(ref, force=True)
         raise
     finally:
         outcome.seconds = time.perf_counter() - start
