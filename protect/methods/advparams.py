@@ -59,10 +59,10 @@ OPTIONS = (
         "schedule", "choice", "fixed", choices=("adaptive", "fixed"),
         help=f"scalars moved per step, each step one pass over the owner samples: adaptive (max_params/{FIRST_SHARE} "
         f"first, then {OVERSHOOT} times as many as the accuracy lost per scalar so far says the target still needs, "
-        f"at most {GROWTH} times the step before, never fewer than max_params/{SMALLEST_SHARE} nor params_per_step; "
-        "a few passes whatever the budget, but on one seed of LeNet-5 its drop fell 1.3 to 2.6 points short at 8 "
-        "and 32 scalars, so it is not the default) or fixed (params_per_step per step: one pass per scalar at the "
-        "default budget, the reference loop)",
+        f"at most {GROWTH} times the step before, never fewer than max_params/{SMALLEST_SHARE} nor params_per_step, "
+        f"and one a pass for a budget of at most {SMALLEST_SHARE}; a few passes whatever the budget, but its drop is "
+        "not shown within a point of fixed's on every data set and budget, so it is not the default) or fixed "
+        "(params_per_step per step: one pass per scalar at the default budget, the reference loop)",
     ),
     Param(
         "gradient_samples", "int", 0, low=0, tune=False,
