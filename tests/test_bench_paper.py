@@ -58,7 +58,7 @@ def test_attack_section_states_each_verdict_with_its_bounds() -> None:
 
 
 def test_head_to_head_pairs_the_seeds_both_attacks_ran() -> None:
-    from bench.sweep.report import Report, attack_rows, head_to_head
+    from bench.sweep.report import SCRATCH, Report, attack_rows, head_to_head
     from bench.sweep.results import AttackRow, summarize
     from benchmarks.paper import head_to_head_section
 
@@ -75,8 +75,14 @@ def test_head_to_head_pairs_the_seeds_both_attacks_ran() -> None:
     assert d is not None and d.n == 3 and abs(d.mean - 2.0) < 1e-9 and d.lower > 0 and d.decision == "broken"
     assert head_to_head(row, "finetune", "key_inversion").decision == "holds"  # type: ignore[union-attr]
     assert head_to_head(row, "key_inversion", "adaptive") is None
-    text = "\n".join(head_to_head_section(Report("paper", [], [row], 2.0)))
+    text = "\n".join(head_to_head_section(Report("paper", [], [row], 2.0), "key_inversion", "finetune"))
     assert "| fashion_mnist | lenet5 | advparams[n=64,eps=1] | 1 | 10 |" in text and "| recovers more |" in text
+    # an attack alone against scratch (60 % on every seed): 23, 21 and 22 points, held to the cell's tolerance
+    alone = head_to_head(row, "key_inversion", SCRATCH, 2.0)
+    assert alone is not None and alone.n == 3 and abs(alone.mean - 22.0) < 1e-9 and alone.decision == "broken"
+    assert head_to_head(row, "key_inversion", SCRATCH, 30.0).decision == "holds"  # type: ignore[union-attr]
+    text = "\n".join(head_to_head_section(Report("paper", [], [row], 2.0), "key_inversion", SCRATCH))
+    assert "bounds on its mean against 2." in text and "| 22.0±1.0 |" in text and "| broken |" in text
 
 
 @pytest.mark.ray

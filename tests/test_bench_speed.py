@@ -5,6 +5,7 @@ Figures are not checked against limits (the machine may be busy); only that each
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -157,3 +158,25 @@ def test_missing_config_is_one_error_line(tmp_path: Path, capsys: pytest.Capture
     assert main(["--config", str(tmp_path / "nope.yaml")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"benchmarks.speed: error: config file not found: {tmp_path / 'nope.yaml'}"
+
+
+def test_each_seed_encrypts_on_its_own_owner_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one baseline shared by the seeds (train_seed), each seed's encryption draws the owner samples the
+    sweep's job of that seed draws (its grid seed), so the seeds are not copies of one run."""
+    raw = json.loads(_tiny(tmp_path).model_dump_json())
+    raw["seeds"] = [0, 1]
+    raw["datasets"][0]["models"][0]["train_seed"] = 0
+    monkeypatch.setattr(speed, "SCALARS", (4,))
+    [cfg], _ = encryption_configs(parse_config(raw), None, seeds=2)
+    drawn: list[int] = []
+
+    def recording(*args: object, split_seed: int, **kwargs: object) -> object:
+        drawn.append(split_seed)
+        return real(*args, split_seed=split_seed, **kwargs)
+
+    real = speed.encrypt_file
+    monkeypatch.setattr(speed, "encrypt_file", recording)
+    [train] = speed.plan_for(cfg).trains
+    rows = speed.encryption_cost(cfg, {train.id: 1.0})
+    assert sorted({r.seed for r in rows}) == [0, 1] and sorted(set(drawn)) == [0, 1]
+    assert [r.seed for r in rows] == drawn  # each with one run: with several seeds no repeats

@@ -91,15 +91,21 @@ class AttackRowAgg:
     warnings: tuple[str, ...]  # why they do not
     scratch_failed: tuple[str, ...] = ()  # "seed N: why" for each seed whose scratch run ended at chance
     key_recall: dict[str, Spread | None] = field(default_factory=dict)  # % of the key's positions an attack found
-    by_seed: dict[str, dict[int, float]] = field(default_factory=dict)  # each attack's test accuracy (%) per seed
+    # each attack's test accuracy (%) per seed, and scratch's (`SCRATCH`; seeds whose scratch failed left out)
+    by_seed: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
-def head_to_head(row: AttackRowAgg, challenger: str, reference: str) -> Verdict | None:
-    """``challenger`` minus ``reference`` per seed of ``row`` (points, the seeds both ran), with one-sided 95 %
-    bounds against 0: `BROKEN` says the challenger recovers more with that confidence, `HOLDS` that it does
-    not recover more; None where they share no seed. Attacks are compared at the cell's one compute cap."""
+#: ``by_seed``'s name for the scratch baseline.
+SCRATCH = "scratch"
+
+
+def head_to_head(row: AttackRowAgg, challenger: str, reference: str, tolerance: float = 0.0) -> Verdict | None:
+    """``challenger`` minus ``reference`` (an attack, or `SCRATCH`) per seed of ``row`` (points, the seeds both
+    ran), with one-sided 95 % bounds against ``tolerance``: `BROKEN` says the challenger recovers more than
+    that with that confidence, `HOLDS` that it does not; None where they share no seed. Attacks are compared
+    at the cell's one compute cap; against `SCRATCH` and the cell's tolerance it is the attack's own verdict."""
     a, b = row.by_seed.get(challenger, {}), row.by_seed.get(reference, {})
-    return verdict([a[s] - b[s] for s in sorted(a.keys() & b.keys())], tolerance=0.0)
+    return verdict([a[s] - b[s] for s in sorted(a.keys() & b.keys())], tolerance=tolerance)
 
 
 def _pcts(values: list[float]) -> Spread | None:
@@ -156,7 +162,8 @@ def attack_rows(summaries: list[Summary]) -> list[AttackRowAgg]:
                                  if s.scratch_failed),
             key_recall={a: _pcts([s.key_recall[a] for s in ss if a in s.key_recall])
                         for a in sorted({a for s in ss for a in s.key_recall})},
-            by_seed={a: {s.seed: PCT * s.attacked[a] for s in ss if a in s.attacked} for a in names},
+            by_seed={**{a: {s.seed: PCT * s.attacked[a] for s in ss if a in s.attacked} for a in names},
+                     SCRATCH: {s.seed: PCT * s.scratch_accuracy for s in ss if s.scratch_accuracy is not None}},
         ))
     return rows
 
