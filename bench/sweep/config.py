@@ -229,6 +229,7 @@ class Report(Strict):
 class Tracking(Strict):
     uri: str = "sqlite:///mlflow.db"
     experiment: str | None = None  # default: the config's name
+    archive: str | None = None  # a JSON-lines file of every finished job's result, to commit (`bench.sweep.archive`)
 
 
 class SweepConfig(Strict):

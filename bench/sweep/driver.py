@@ -47,6 +47,7 @@ from rich.text import Text
 from attacks import attack_names
 from attacks.tuning import journal
 from bench.errors import BenchError
+from bench.sweep.archive import Archive
 from bench.sweep.config import SweepConfig
 from bench.sweep.jobs import JobContext, damaged_output, output_files, run_job
 from bench.sweep.lock import DriverLock, lock_path
@@ -131,17 +132,33 @@ def _copy_study(job: AttackJob, storage: Storage, sweep: optuna.storages.BaseSto
                       f"{type(err).__name__}: {first_line(err)}", markup=False, highlight=False)
 
 
-def to_run(plan: Plan, finished: dict[str, JobResult], storage: Storage, console: Console) -> set[str]:
+def to_run(plan: Plan, finished: dict[str, JobResult], storage: Storage, console: Console,
+           restored: set[str] = frozenset()) -> set[str]:
     """The ids of the jobs left: those without a finished run, and finished ones whose files are not the bytes
-    they wrote (missing, altered or truncated: rebuilt, and said so, never used)."""
-    left = set()
-    for job in plan.jobs:
+    they wrote (missing, altered or truncated: rebuilt, and said so, never used). A job ``restored`` from the
+    results archive wrote its files on another machine: they are rebuilt only where a job left reads them."""
+    left, needed, rebuilding = set(), set(), []
+    for job in reversed(plan.jobs):  # a job's dependants come after it in the plan: decided before it
         if job.id not in finished:
             left.add(job.id)
+        elif job.id in restored and job.id not in needed:
+            continue
         elif problem := damaged_output(job, storage, finished[job.id]):
-            console.print(f"rebuilding {job.name}: {problem}", markup=False, highlight=False)
+            rebuilding.append(f"rebuilding {job.name}: {problem}")
             left.add(job.id)
+        if job.id in left:
+            needed.update(dependencies(job))
+    for line in reversed(rebuilding):
+        console.print(line, markup=False, highlight=False)
     return left
+
+
+def restorable(plan: Plan, finished: dict[str, JobResult], archive: Archive | None) -> dict[str, JobResult]:
+    """The archived results of the plan's jobs that the store has no finished run of."""
+    if archive is None:
+        return {}
+    return {job.id: archive.results[job.id] for job in plan.jobs
+            if job.id in archive.results and job.id not in finished}
 
 
 def stages(plan: Plan, cfg: SweepConfig) -> list[list[Job]]:
@@ -417,11 +434,14 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
     """`run_sweep` past its checks, with the store's lock held: open the store, start Ray if a job is left,
     run and log the jobs, log the summaries, close the sweep's run."""
     started_at = time.time() - (time.perf_counter() - start)  # the invocation's wall-clock start
+    archive = Archive(cfg.tracking.archive) if cfg.tracking.archive else None
     check = partial(preflight, cfg, contexts["train"], on_cluster=cluster is not None, console=console)
     start_ray = partial(connect, address, cfg.jobs.runtime_env, local_cpus)
     # A new store, or a file missing that a finished job leaves: some job is surely left, so Ray starts while
     # the store opens. Otherwise the store is read first, and Ray starts only if it says a job is left.
-    surely_left = is_new_store(uri) or not all(outputs_exist(job, storage) for job in plan.jobs)
+    # A plan the results archive holds whole is no such case: its jobs' files may well be on another machine.
+    covered = archive is not None and all(job.id in archive.results for job in plan.jobs)
+    surely_left = not covered and (is_new_store(uri) or not all(outputs_exist(job, storage) for job in plan.jobs))
     if surely_left:
         check()
     with ThreadPoolExecutor(1) as pool:
@@ -429,7 +449,9 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
         started = start_ray() if surely_left else False
         try:
             tracker, finished = opening.result()
-            left = to_run(plan, finished, storage, console)
+            restored = restorable(plan, finished, archive)
+            finished = {**finished, **restored}
+            left = to_run(plan, finished, storage, console, set(restored))
             if left and not surely_left:
                 check()
                 started = start_ray()
@@ -438,6 +460,11 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
             parent = tracker.open_sweep(sweep_id(cfg), cfg.name,
                                         {"config": cfg.model_dump_json(), **{f"jobs.{k}": v for k, v in plan.counts().items()}},
                                         [j.id for j in plan.jobs])
+            for result in restored.values():
+                tracker.log_result(result, parent)
+            if restored:
+                console.print(f"restored {len(restored)} finished jobs from the results archive {archive.path}",
+                              markup=False, highlight=False)
             said_before = tracker.sweep_tag(parent, RESOLVED_TAG)
             resolved = ",".join(resolve_attacks(cfg.attacks.names, attack_names()))
             if said_before is not None and said_before != resolved:
@@ -479,6 +506,8 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
                         except Exception as err:  # the job raised, or its upstream did: record it, go on
                             result = _failure(job, err, [names[d] for d in dependencies(job) if _failed(refs[d])])
                         tracker.log_result(result, parent)
+                        if archive is not None and (note := archive.add(result)):
+                            console.print(note, markup=False, highlight=False)
                         outcome.results[job.id] = result
                         if result.status == "FINISHED":
                             outcome.counts[job.kind]["done"] += 1
@@ -511,6 +540,12 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
         outcome.seconds = time.perf_counter() - start
         if started:
             ray.shutdown()
+        if archive is not None:
+            try:
+                archive.compact(outcome.results.values())
+            except OSError as err:  # every result was appended as it landed: the file is whole, only unsorted
+                console.print(f"note: results archive {archive.path} not rewritten: {err.strerror or err}",
+                              markup=False, highlight=False)
         try:
             counts = {f"jobs_{what}": float(sum(c[what] for c in outcome.counts.values())) for what in ("done", "skipped")}
             tracker.close_sweep(parent, status, {"sweep_seconds": outcome.seconds, "jobs_failed": len(outcome.failed),
