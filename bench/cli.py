@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -23,6 +23,9 @@ from bench.catalog import KINDS
 from bench.errors import BenchError
 from bench.signals import raising_on
 from common.errors import UserError, first_line
+
+if TYPE_CHECKING:
+    from bench.sweep.tracking import Tracker
 
 # Tables are wide; when piped (CI logs, files) rich would wrap them at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -303,17 +306,19 @@ def cmd_sweep(args: argparse.Namespace) -> None:
                             local_cpus=args.cpus, max_jobs=args.max_jobs)
     print_outcome(outcome, console)
     if not args.no_report:
-        _report(uri, cfg.experiment, args.out, outcome.parent_run_id, cfg.report.tolerance)
+        _report(uri, cfg.experiment, args.out, outcome.parent_run_id, cfg.report.tolerance, outcome.tracker)
     if not outcome.ok:
         raise BenchError(f"{len(outcome.failed)} job(s) failed; see the FAILED runs in MLflow, then rerun to retry them")
 
 
 def _report(uri: str, experiment: str, out: Path | None, sweep_run: str | None = None,
-            tolerance: float | None = None) -> None:
+            tolerance: float | None = None, tracker: Tracker | None = None) -> None:
+    """The report of ``experiment``, read through ``tracker`` where a sweep has opened the store already."""
     from bench.sweep.report import make_report
     from bench.sweep.tracking import Tracker
 
-    make_report(Tracker(uri, experiment), experiment, out or Path("reports") / experiment, console, sweep_run, tolerance)
+    make_report(tracker or Tracker(uri, experiment), experiment, out or Path("reports") / experiment, console,
+                sweep_run, tolerance)
 
 
 def cmd_report(args: argparse.Namespace) -> None:

@@ -313,6 +313,7 @@ class SweepOutcome:
     failed: list[JobResult] = field(default_factory=list)
     results: dict[str, JobResult] = field(default_factory=dict)
     studies: Path | None = None  # the journal of every finished attack job's study (`collect_studies`)
+    tracker: Tracker | None = None  # the store as the sweep read and wrote it: its report reads from it
 
     @property
     def ok(self) -> bool:
@@ -447,7 +448,8 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
             if started:
                 ray.shutdown()
             raise
-    outcome = SweepOutcome(counts={k: Counter() for k in ("train", "encrypt", "attack")}, parent_run_id=parent)
+    outcome = SweepOutcome(counts={k: Counter() for k in ("train", "encrypt", "attack")}, parent_run_id=parent,
+                           tracker=tracker)
     refs: dict[str, Any] = {}
     pending: dict[Any, Job] = {}
     names = {job.id: job.name for job in plan.jobs}
