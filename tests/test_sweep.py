@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from pathlib import Path
 
@@ -267,6 +268,7 @@ def test_a_rerun_with_nothing_new_leaves_the_report_as_it_was(ray_session, tmp_p
     tolerance after it."""
     cfg = tiny_config(tmp_path, attacks={"names": ["clip", "scratch"], "fractions": [0.2], "trials": 1, "epochs": 1})
     path, out = write_config(cfg, tmp_path / "cfg.yaml"), tmp_path / "report"
+    collector = gc.get_threshold(), gc.get_freeze_count()
     first = cli(capsys, "sweep", path, "--out", out)
     assert first.code == 0 and f"report written to {out}/ " in first.out, first.err
     again = cli(capsys, "sweep", path, "--out", out)
@@ -275,3 +277,4 @@ def test_a_rerun_with_nothing_new_leaves_the_report_as_it_was(ray_session, tmp_p
     assert other.code == 0 and f"report written to {out}/ " in other.out
     back = cli(capsys, "sweep", path, "--out", out)
     assert back.code == 0 and f"report written to {out}/ " in back.out
+    assert (gc.get_threshold(), gc.get_freeze_count()) == collector, "a caller's garbage collector is its own"
