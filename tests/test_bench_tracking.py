@@ -40,3 +40,19 @@ def test_failed_runs_are_removed_once_the_job_finishes(tmp_path: Path) -> None:
         Tracker(uri, "exp").log_result(_result("d", "FAILED"), parent)
     assert _statuses(third) == [("a", "FINISHED"), ("b", "FINISHED"), ("c", "FINISHED"), ("d", "FAILED")]
     assert set(third.failures()) == {"d"} and third.failures()["d"].name == "job d"
+
+
+def test_a_tracker_reads_the_store_once_until_it_logs_a_job(tmp_path: Path, monkeypatch) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    writer = Tracker(uri, "exp")
+    parent = writer.open_sweep("s", "sweep", {}, ["a", "b"])
+    writer.log_result(_result("a", "FINISHED"), parent)
+    reader = Tracker(uri, "exp")  # a sweep's: its report reads what the driver read
+    searches = []
+    search = reader.client.search_runs
+    monkeypatch.setattr(reader.client, "search_runs", lambda *a, **kw: searches.append(a) or search(*a, **kw))
+    first = reader.finished()
+    first.clear()  # a caller's copy: what the tracker read stays as it was
+    assert set(reader.finished()) == {"a"} and len(searches) == 1
+    reader.log_result(_result("b", "FINISHED"), parent)
+    assert set(reader.finished()) == {"a", "b"}, "a job it logged is read back"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from pathlib import Path
 
 import optuna
 import pytest
+from cli_helpers import cli
 from rich.console import Console
-from sweep_helpers import runs_by_kind, tiny_config
+from sweep_helpers import runs_by_kind, tiny_config, write_config
 
 from attacks.tuning import journal
 from bench.sweep import driver
@@ -258,3 +260,21 @@ def test_training_jobs_that_ask_for_more_cpus_run_first(ray_session, tmp_path: P
     assert run_sweep(cfg).ok
     runs = runs_by_kind(cfg.tracking.uri, cfg.experiment)
     assert max(r.info.start_time for r in runs["train"]) < min(r.info.start_time for r in runs["encrypt"])
+
+
+def test_a_rerun_with_nothing_new_leaves_the_report_as_it_was(ray_session, tmp_path: Path, capsys) -> None:
+    """The report of a rerun that finds every job finished is the one written before: not drawn again, and
+    said where it is; another tolerance (`advparams report --tolerance`) draws it anew, as does the sweep's own
+    tolerance after it."""
+    cfg = tiny_config(tmp_path, attacks={"names": ["clip", "scratch"], "fractions": [0.2], "trials": 1, "epochs": 1})
+    path, out = write_config(cfg, tmp_path / "cfg.yaml"), tmp_path / "report"
+    collector = gc.get_threshold(), gc.get_freeze_count()
+    first = cli(capsys, "sweep", path, "--out", out)
+    assert first.code == 0 and f"report written to {out}/ " in first.out, first.err
+    again = cli(capsys, "sweep", path, "--out", out)
+    assert again.code == 0 and f"report unchanged: {out}/ " in again.out and "report written" not in again.out
+    other = cli(capsys, "report", "--tracking-uri", cfg.tracking.uri, "--out", out, "--tolerance", "50")
+    assert other.code == 0 and f"report written to {out}/ " in other.out
+    back = cli(capsys, "sweep", path, "--out", out)
+    assert back.code == 0 and f"report written to {out}/ " in back.out
+    assert (gc.get_threshold(), gc.get_freeze_count()) == collector, "a caller's garbage collector is its own"

@@ -26,12 +26,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import optuna
-import ray
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -83,9 +83,20 @@ from bench.sweep.tracking import (
 from bench.zoo.data import make_splits
 from common.errors import first_line
 
-#: Jobs on Ray workers. The function lives in `bench.sweep.jobs`, which a worker imports by reference: not this
-#: module, whose MLflow and progress-bar imports a worker never needs.
-execute = ray.remote(run_job)
+
+def _ray() -> ModuleType:
+    """Ray, imported where a sweep first needs it: a rerun with nothing left to run never does, and the
+    import costs it about 0.3 s."""
+    import ray
+
+    return ray
+
+
+@cache
+def _execute() -> Any:
+    """`run_job` as a Ray task. The function lives in `bench.sweep.jobs`, which a worker imports by reference:
+    not this module, whose MLflow and progress-bar imports a worker never needs."""
+    return _ray().remote(run_job)
 
 
 def outputs_exist(job: Job, storage: Storage) -> bool:
@@ -174,7 +185,7 @@ def stages(plan: Plan, cfg: SweepConfig) -> list[list[Job]]:
 
 def check_resources(cfg: SweepConfig) -> None:
     """One line, instead of a sweep that waits forever, when no node can ever run a kind of job."""
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    nodes = [n.get("Resources", {}) for n in _ray().nodes() if n.get("Alive")]
     for kind in ("train", "encrypt", "attack"):
         res = getattr(cfg.jobs, kind)
         if not any(n.get("CPU", 0) >= res.num_cpus and n.get("GPU", 0) >= res.num_gpus for n in nodes):
@@ -197,6 +208,7 @@ def connect(address: str | None, runtime_env: dict | None, local_cpus: int | Non
     """Join the cluster at `cluster_address`, else start a local Ray with ``local_cpus`` CPUs (default: this
     machine's cores). Returns whether this call started Ray (and so must shut it down). Joining, Ray tries the
     cluster once (`wait_for_cluster` has seen it answer)."""
+    ray = _ray()
     if ray.is_initialized():
         return False
     target = cluster_address(address)
@@ -330,6 +342,7 @@ class SweepOutcome:
     failed: list[JobResult] = field(default_factory=list)
     results: dict[str, JobResult] = field(default_factory=dict)
     studies: Path | None = None  # the journal of every finished attack job's study (`collect_studies`)
+    tracker: Tracker | None = None  # the store as the sweep read and wrote it: its report reads from it
 
     @property
     def ok(self) -> bool:
@@ -361,6 +374,7 @@ def _failure(job: Job, err: BaseException, failed_upstream: list[str]) -> JobRes
 def _failed(ref: Any) -> bool:
     """Whether an upstream job failed. Its ref is ready whenever a dependant has ended, but ray.wait may
     hand the dependant's failure over first, so ask the ref rather than the order results arrived in."""
+    ray = _ray()
     if not isinstance(ref, ray.ObjectRef):
         return False  # a result read back from MLflow: finished
     ready, _ = ray.wait([ref], timeout=0)
@@ -472,13 +486,14 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
             tracker.tag_sweep(parent, {TOLERANCE_TAG: str(cfg.report.tolerance), RESOLVED_TAG: resolved})
         except BaseException:  # a store that cannot be read or written, a cluster too small: Ray goes too
             if started:
-                ray.shutdown()
+                _ray().shutdown()
             raise
-    outcome = SweepOutcome(counts={k: Counter() for k in ("train", "encrypt", "attack")}, parent_run_id=parent)
+    outcome = SweepOutcome(counts={k: Counter() for k in ("train", "encrypt", "attack")}, parent_run_id=parent,
+                           tracker=tracker)
     refs: dict[str, Any] = {}
     pending: dict[Any, Job] = {}
     names = {job.id: job.name for job in plan.jobs}
-    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.jobs.attack.num_cpus)) if left else 1
+    slots = max(1, int(_ray().cluster_resources().get("CPU", 1) // cfg.jobs.attack.num_cpus)) if left else 1
     bar = _Bar(console, len(plan.jobs), slots)
     status = "FAILED"  # anything that ends the loop early, but Ctrl-C, leaves the sweep FAILED
     try:
@@ -492,17 +507,18 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
                         bar.counts["skipped"] += 1
                         continue
                     res = getattr(cfg.jobs, job.kind)
-                    ref = execute.options(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_retries=cfg.jobs.max_retries,
-                                          name=job.name).remote(job, contexts[job.kind], *[refs[d] for d in dependencies(job)])
+                    task = _execute().options(num_cpus=res.num_cpus, num_gpus=res.num_gpus,
+                                              max_retries=cfg.jobs.max_retries, name=job.name)
+                    ref = task.remote(job, contexts[job.kind], *[refs[d] for d in dependencies(job)])
                     refs[job.id] = ref
                     pending[ref] = job
                 while pending:
                     bar.update(ready=len(pending))
-                    done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                    done, _ = _ray().wait(list(pending), num_returns=1, timeout=1.0)
                     for ref in done:
                         job = pending.pop(ref)
                         try:
-                            result = ray.get(ref)
+                            result = _ray().get(ref)
                         except Exception as err:  # the job raised, or its upstream did: record it, go on
                             result = _failure(job, err, [names[d] for d in dependencies(job) if _failed(refs[d])])
                         tracker.log_result(result, parent)
@@ -522,7 +538,7 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
             logged = pool.submit(_log_summaries, tracker, parent, rows, finished, cfg.report.tolerance,
                                  partial(grouping_params, plan, cfg))
             if started:
-                ray.shutdown()
+                _ray().shutdown()
                 started = False
             logged.result()
         outcome.studies = collect_studies([j for j in plan.attacks if outcome.results[j.id].status == "FINISHED"],
@@ -534,12 +550,12 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
             # ray.shutdown below, workers and all; cancelling first only races Ray's task manager, whose fatal
             # check ("Tried to complete task that was not pending") aborted the driver twice under load.
             for ref in pending:
-                ray.cancel(ref, force=True)
+                _ray().cancel(ref, force=True)
         raise
     finally:
         outcome.seconds = time.perf_counter() - start
         if started:
-            ray.shutdown()
+            _ray().shutdown()
         if archive is not None:
             try:
                 archive.compact(outcome.results.values())

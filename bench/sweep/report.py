@@ -12,23 +12,23 @@ Written as CSV, JSON and PNG, and logged to the sweep's parent run.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from rich.console import Console
+from rich.table import Table
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from bench.errors import BenchError  # noqa: E402
-from bench.sweep import leaderboard  # noqa: E402
-from bench.sweep.curves import DataEquivalent, Plateau, data_equivalents, plateaus  # noqa: E402
-from bench.sweep.results import (  # noqa: E402
+from bench.errors import BenchError
+from bench.sweep import leaderboard
+from bench.sweep.curves import DataEquivalent, Plateau, data_equivalents, plateaus
+from bench.sweep.plan import stable_hash
+from bench.sweep.results import (
     BROKEN,
     DEFAULT_TOLERANCE,
     HOLDS,
@@ -49,8 +49,9 @@ from bench.sweep.results import (  # noqa: E402
     trust_label,
     verdict,
 )
-from bench.sweep.tracking import TOLERANCE_TAG, Tracker  # noqa: E402
-from common.errors import first_line  # noqa: E402
+from bench.sweep.tracking import TOLERANCE_TAG, Tracker
+from common.errors import first_line
+from common.files import write_atomic
 
 PCT = 100.0
 
@@ -406,7 +407,20 @@ def write_tables(report: Report, out: Path) -> list[Path]:
     return paths
 
 
+@cache
+def _pyplot() -> Any:
+    """matplotlib's pyplot on its file-only backend, imported at the first plot: a report whose files are
+    unchanged draws none, and the import costs a rerun a quarter of a second."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def write_plots(report: Report, out: Path) -> list[Path]:
+    plt = _pyplot()
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     by_model: dict[tuple, list[ProtectionRow]] = defaultdict(list)
@@ -465,6 +479,7 @@ def _pareto_plot(entries: list[leaderboard.Entry], tolerance: float, out: Path) 
     """One panel per board of a data set: stolen value (its one-sided bounds as the bar) against the share of
     parameters changed, one mark per method and budget, its shape the verdict, controls hollow; the Pareto
     front of the non-control methods drawn as a step line."""
+    plt = _pyplot()
     boards = sorted({e.board for e in entries})
     fig, axes = plt.subplots(1, len(boards), figsize=(6.5 * len(boards), 4.5), squeeze=False)
     colours = {m: f"C{i}" for i, m in enumerate(sorted({e.method for e in entries}))}
@@ -508,6 +523,7 @@ def _verdict_curve(ax: Any, pts: list[tuple[float, Verdict]], label: str) -> Non
 
 def _compute_plot(report: Report, dataset: str, out: Path) -> Path:
     """Stolen value against the compute cap, one line per cell at each attacker share, plateaus marked."""
+    plt = _pyplot()
     rows = [r for r in report.attacks if r.dataset == dataset]
     fig, ax = plt.subplots(figsize=(7, 4))
     for label in sorted({(r.model, r.method, r.cell, r.fraction) for r in rows}):
@@ -527,6 +543,7 @@ def _compute_plot(report: Report, dataset: str, out: Path) -> Path:
 def _stolen_value_plot(report: Report, dataset: str, out: Path) -> Path:
     """Left: the best attack's and scratch's accuracy against the attacker's share. Right: the stolen value
     with its one-sided 95 % bounds (the bar spans lower to upper), the tolerance, and each point's verdict."""
+    plt = _pyplot()
     cap = max(r.epochs for r in report.attacks if r.dataset == dataset)
     rows = [r for r in report.attacks if r.dataset == dataset and r.epochs == cap]
     fig, (ax, sv) = plt.subplots(1, 2, figsize=(12, 4))
@@ -552,28 +569,62 @@ def _stolen_value_plot(report: Report, dataset: str, out: Path) -> Path:
 
 
 def _save(fig: Any, path: Path) -> Path:
+    plt = _pyplot()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
+#: Beside a report's files in its folder: the `fingerprint` they were rendered from, and their names.
+FINGERPRINT = ".fingerprint.json"
+
+
+def fingerprint(report: Report, sweep_run: str | None) -> str:
+    """What a report's files are made from, as one hash: its figures (every record, the tolerance, the
+    experiment), the sweep run they are logged to, and the code that draws them (this module's source and
+    matplotlib's version; the code that computes the figures shows in the records)."""
+    return stable_hash({"records": report_records(report), "tolerance": report.tolerance,
+                        "experiment": report.experiment, "sweep_run": sweep_run,
+                        "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+                        "matplotlib": metadata.version("matplotlib")}, length=64)
+
+
+def unchanged(out: Path, mark: str) -> list[Path] | None:
+    """The report's files in ``out`` when they were rendered from the fingerprint ``mark`` and are all still
+    there; None when they must be rendered."""
+    try:
+        kept = json.loads((out / FINGERPRINT).read_text())
+        files = [out / name for name in kept["files"]] if kept["fingerprint"] == mark else []
+    except (OSError, ValueError, KeyError, TypeError):  # never rendered here, or a file that is not ours
+        return None
+    return files if files and all(f.is_file() for f in files) else None
+
+
 def make_report(tracker: Tracker, experiment: str, out: Path, console: Console, sweep_run: str | None = None,
                 tolerance: float | None = None) -> Report:
     """Print the tables of one sweep (default: the experiment's newest), its verdicts held against
     ``tolerance`` (points; default: the one the sweep ran with, else `DEFAULT_TOLERANCE`), write CSV/JSON/PNG
-    under ``out``, and log them to that sweep's run."""
+    under ``out``, and log them to that sweep's run. Files rendered before from the same `fingerprint` are
+    left as they are (a rerun with nothing new draws nothing)."""
     sweep_run = sweep_run or tracker.latest_sweep()
     if tolerance is None:
         recorded = tracker.sweep_tag(sweep_run, TOLERANCE_TAG) if sweep_run else None
         tolerance = float(recorded) if recorded is not None else DEFAULT_TOLERANCE
     report = build_report(tracker, experiment, tracker.sweep_jobs(sweep_run) if sweep_run else None, tolerance)
     print_report(report, console)
+    mark = fingerprint(report, sweep_run)
+    files = unchanged(out, mark)
+    if files is not None:
+        console.print(f"report unchanged: {out}/ ({len(files)} files, rendered before from the same results)")
+        return report
+    (out / FINGERPRINT).unlink(missing_ok=True)  # files half rewritten are never taken for the old ones
     files = write_tables(report, out) + write_plots(report, out)
     if sweep_run:
         for path in files:
             tracker.log_artifact(sweep_run, path, "report")
         for name, rows in report_records(report).items():  # as MLflow tables too: the UI shows them as such
             tracker.log_table(sweep_run, [_flat(r) for r in rows], f"tables/{name}.json")
+    write_atomic(out / FINGERPRINT, json.dumps({"fingerprint": mark, "files": [p.name for p in files]}).encode())
     console.print(f"report written to {out}/ ({len(files)} files)" + (", logged to the sweep's run" if sweep_run else ""))
     return report

@@ -178,6 +178,7 @@ class Tracker:
             raise BenchError(f"cannot open MLflow store {uri!r}: {first_line(err, 300)}") from None
         self.code = code_tags()
         self._recorded: set[str] | None = None  # job ids with a run in the store; None: not read yet
+        self._finished: dict[str, JobResult] | None = None  # `finished` as last read; None: read again
 
     # ---------------------------------------------------------------------------------------- reading
     def runs(self, filter_string: str = "") -> list[Any]:
@@ -191,7 +192,11 @@ class Tracker:
 
     def finished(self) -> dict[str, JobResult]:
         """Results of every job with a FINISHED run, by job id (the newest run wins). Also notes which jobs
-        have runs at all, so logging a job looks for its old runs to remove only there."""
+        have runs at all, so logging a job looks for its old runs to remove only there. The store is read once
+        per tracker, and again after the tracker logs a job (`log_result`): a sweep's report reads what its
+        driver read rather than the whole store a second time (what others write meanwhile, a new tracker sees)."""
+        if self._finished is not None:
+            return dict(self._finished)
         found: dict[str, JobResult] = {}
         self._recorded = set()
         for run in sorted(self.runs(), key=lambda r: r.info.start_time):
@@ -200,7 +205,8 @@ class Tracker:
                 found[job_id] = result_from_run(run)
             if job_id:
                 self._recorded.add(job_id)
-        return found
+        self._finished = found
+        return dict(found)
 
     def failures(self, finished: dict[str, JobResult] | None = None) -> dict[str, JobResult]:
         """The FAILED run of every job that has no FINISHED one, by job id (one record per job id); ``finished``
@@ -285,6 +291,7 @@ class Tracker:
         if result.error:
             tags["error"] = result.error[:MAX_TAG]
         run_id = None
+        self._finished = None
         try:
             run_id = self.client.create_run(self.experiment_id, run_name=result.name, tags=tags).info.run_id
             self._log(run_id, params=result.params, metrics=to_store(result.metrics))
