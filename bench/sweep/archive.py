@@ -88,8 +88,10 @@ def _figures(result: JobResult) -> dict[str, object]:
     """What a rebuilt job must reproduce for the archived results after it to stand: its accuracies and its key's
     fingerprint. Not its files' bytes: safetensors writes a header's metadata in any order, a key file holds a
     random nonce."""
-    return {**{k: v for k, v in result.metrics.items() if k.startswith("acc_")},
-            **{k: v for k, v in result.tags.items() if k == "key_fingerprint"}}
+    figures: dict[str, object] = {k: v for k, v in result.metrics.items() if k.startswith("acc_")}
+    if "key_fingerprint" in result.tags:
+        figures["key_fingerprint"] = result.tags["key_fingerprint"]
+    return figures
 
 
 def _line(result: JobResult) -> str:
