@@ -13,7 +13,7 @@ import torch
 from protect_helpers import batches, bn_cnn, changed_scalars, digits, states_equal
 
 from protect import Budget, SecretKey, decrypt, encrypt
-from protect.methods.advparams import FIRST_SHARE, SMALLEST_SHARE, step_size
+from protect.methods.advparams import FIRST_SHARE, FOCUS_FROM, SMALLEST_SHARE, best_unit, step_size
 from protect.owner_data import owner_pass
 
 SCHEDULES = ("adaptive", "fixed")
@@ -49,6 +49,31 @@ def test_a_budget_within_adaptive_s_bound_on_passes_is_spent_one_scalar_a_pass()
 def test_fixed_steps_are_params_per_step_within_the_budget() -> None:
     budget = Budget(max_params=10, params_per_step=4)
     assert [step_size("fixed", budget, c, 0.1, 0.9, (4, 0.95)) for c in (0, 4, 8)] == [4, 4, 2]
+
+
+def test_best_unit_keeps_the_scores_of_the_unit_that_scores_highest_together() -> None:
+    scores = torch.tensor([[0.0, 5.0, 0.0], [2.0, 2.0, 2.0]]).reshape(-1)  # one top scalar, or the best unit
+    assert best_unit(scores, torch.Size([2, 3])).tolist() == [0.0, 0.0, 0.0, 2.0, 2.0, 2.0]
+    assert best_unit(scores, torch.Size([6])).equal(scores)  # a bias has no units
+
+
+def test_every_large_adaptive_step_moves_one_output_unit_of_each_weight_tensor() -> None:
+    """Each step's moves, read off the model between steps: with max_params / SMALLEST_SHARE = FOCUS_FROM every
+    adaptive step is a large one, and each changes one output unit (at most) of every weight tensor."""
+    model = bn_cnn()
+    weights = {n: p for n, p in model.named_parameters() if p.dim() > 1}
+    last = {n: p.detach().clone() for n, p in weights.items()}
+    units: list[int] = []  # per step: the most output units it changed in one weight tensor
+
+    def moved(done: int, total: int) -> None:
+        units.append(max(len(set((p.detach() != last[n]).nonzero()[:, 0].tolist())) for n, p in weights.items()))
+        for n, p in weights.items():
+            last[n].copy_(p.detach())
+
+    budget = Budget(max_params=SMALLEST_SHARE * FOCUS_FROM, target_accuracy=0.0, options={"schedule": "adaptive"})
+    key = encrypt(model, batches("bn_cnn"), budget, progress=moved)
+    assert key.num_changed == budget.max_params and 1 < len(units) <= SMALLEST_SHARE
+    assert units == [1] * len(units)
 
 
 def test_the_gradient_over_a_head_of_the_samples_is_that_head_s_gradient_and_accuracy_counts_all() -> None:
