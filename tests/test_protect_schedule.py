@@ -51,22 +51,26 @@ def test_fixed_steps_are_params_per_step_within_the_budget() -> None:
     assert [step_size("fixed", budget, c, 0.1, 0.9, (4, 0.95)) for c in (0, 4, 8)] == [4, 4, 2]
 
 
-def test_best_unit_keeps_the_scores_of_the_unit_that_scores_highest_together() -> None:
-    scores = torch.tensor([[0.0, 5.0, 0.0], [2.0, 2.0, 2.0]]).reshape(-1)  # one top scalar, or the best unit
-    assert best_unit(scores, torch.Size([2, 3])).tolist() == [0.0, 0.0, 0.0, 2.0, 2.0, 2.0]
-    assert best_unit(scores, torch.Size([6])).equal(scores)  # a bias has no units
+def test_best_unit_keeps_the_scores_of_the_input_unit_that_scores_highest_together() -> None:
+    scores = torch.tensor([[3.0, 0.0, 2.0], [0.0, 0.0, 2.0]])  # one top scalar, or the best input unit (column)
+    assert best_unit(scores.reshape(-1), torch.Size([2, 3])).tolist() == [0.0, 0.0, 2.0, 0.0, 0.0, 2.0]
+    conv = torch.zeros(2, 3, 2, 2)  # (out, in, kh, kw): an input unit is a channel, all its kernels' taps
+    conv[0, 1] = 1.0
+    conv[1, 2, 0, 0] = 3.0
+    assert best_unit(conv.reshape(-1), conv.shape).equal(torch.where(conv == 1.0, conv, 0.0).reshape(-1))
+    assert best_unit(scores.reshape(-1), torch.Size([6])).equal(scores.reshape(-1))  # a bias has no units
 
 
-def test_every_large_adaptive_step_moves_one_output_unit_of_each_weight_tensor() -> None:
+def test_every_large_adaptive_step_moves_one_input_unit_of_each_weight_tensor() -> None:
     """Each step's moves, read off the model between steps: with max_params / SMALLEST_SHARE = FOCUS_FROM every
-    adaptive step is a large one, and each changes one output unit (at most) of every weight tensor."""
+    adaptive step is a large one, and each changes one input unit (at most) of every weight tensor."""
     model = bn_cnn()
     weights = {n: p for n, p in model.named_parameters() if p.dim() > 1}
     last = {n: p.detach().clone() for n, p in weights.items()}
-    units: list[int] = []  # per step: the most output units it changed in one weight tensor
+    units: list[int] = []  # per step: the most input units it changed in one weight tensor
 
     def moved(done: int, total: int) -> None:
-        units.append(max(len(set((p.detach() != last[n]).nonzero()[:, 0].tolist())) for n, p in weights.items()))
+        units.append(max(len(set((p.detach() != last[n]).nonzero()[:, 1].tolist())) for n, p in weights.items()))
         for n, p in weights.items():
             last[n].copy_(p.detach())
 
