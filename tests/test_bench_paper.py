@@ -106,7 +106,7 @@ def test_sigterm_stops_the_benchmark_like_ctrl_c(tmp_path: Path) -> None:
         assert code == 130, err[:3000] + "\n...\n" + err[-1000:]
         assert "benchmarks.paper: interrupted; rerun to resume" in err
         [sweep] = runs_by_kind(cfg.tracking.uri, cfg.experiment)["sweep"]
-        assert sweep.info.status == "KILLED"
+        assert sweep.info.status == "KILLED", err[-2000:]
     finally:
         with __import__("contextlib").suppress(ProcessLookupError):
             os.killpg(driver.pid, signal.SIGKILL)

@@ -94,7 +94,7 @@ def test_sigterm_stops_the_sweep_like_ctrl_c_and_ray_goes_with_it(tmp_path: Path
             time.sleep(0.5)
         assert not [p for p in ray_processes if _alive(p)], "Ray's processes outlived the driver"
         [sweep] = runs_by_kind(cfg.tracking.uri, cfg.experiment)["sweep"]
-        assert sweep.info.status == "KILLED"
+        assert sweep.info.status == "KILLED", err[-2000:]
     finally:
         with __import__("contextlib").suppress(ProcessLookupError):
             os.killpg(driver.pid, signal.SIGKILL)

@@ -47,6 +47,7 @@ from rich.text import Text
 from attacks import attack_names
 from attacks.tuning import journal
 from bench.errors import BenchError
+from bench.signals import held
 from bench.sweep.archive import Archive
 from bench.sweep.config import SweepConfig
 from bench.sweep.jobs import JobContext, damaged_output, output_files, run_job
@@ -521,8 +522,10 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
                             result = _ray().get(ref)
                         except Exception as err:  # the job raised, or its upstream did: record it, go on
                             result = _failure(job, err, [names[d] for d in dependencies(job) if _failed(refs[d])])
-                        tracker.log_result(result, parent)
-                        if archive is not None and (note := archive.add(result)):
+                        with held():  # a stop waits for the result to be written whole
+                            tracker.log_result(result, parent)
+                            note = archive.add(result) if archive is not None else None
+                        if note:
                             console.print(note, markup=False, highlight=False)
                         outcome.results[job.id] = result
                         if result.status == "FINISHED":
@@ -554,22 +557,27 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
         raise
     finally:
         outcome.seconds = time.perf_counter() - start
-        if started:
-            _ray().shutdown()
-        if archive is not None:
+        try:  # the sweep's run is ended before Ray goes, so nothing Ray's shutdown does can leave it RUNNING
+            if archive is not None:
+                try:
+                    archive.compact(outcome.results.values())
+                except OSError as err:  # every result was appended as it landed: the file is whole, only unsorted
+                    console.print(f"note: results archive {archive.path} not rewritten: {err.strerror or err}",
+                                  markup=False, highlight=False)
             try:
-                archive.compact(outcome.results.values())
-            except OSError as err:  # every result was appended as it landed: the file is whole, only unsorted
-                console.print(f"note: results archive {archive.path} not rewritten: {err.strerror or err}",
-                              markup=False, highlight=False)
-        try:
-            counts = {f"jobs_{what}": float(sum(c[what] for c in outcome.counts.values())) for what in ("done", "skipped")}
-            tracker.close_sweep(parent, status, {"sweep_seconds": outcome.seconds, "jobs_failed": len(outcome.failed),
-                                                 **counts}, started=started_at)
-        except BenchError as err:
-            if sys.exc_info()[0] is None:  # nothing else is on its way out: this is the error to report
-                raise
-            console.print(f"note: {err}", markup=False, highlight=False)
+                counts = {f"jobs_{what}": float(sum(c[what] for c in outcome.counts.values()))
+                          for what in ("done", "skipped")}
+                with held():
+                    tracker.close_sweep(parent, status, {"sweep_seconds": outcome.seconds,
+                                                         "jobs_failed": len(outcome.failed), **counts},
+                                        started=started_at)
+            except BenchError as err:
+                if sys.exc_info()[0] is None:  # nothing else is on its way out: this is the error to report
+                    raise
+                console.print(f"note: {err}", markup=False, highlight=False)
+        finally:
+            if started:
+                _ray().shutdown()
     return outcome
 
 

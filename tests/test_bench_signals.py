@@ -1,0 +1,39 @@
+"""Signals held back while a write must finish: `bench.signals.held` delivers each signal that arrived inside it to
+its earlier handler once the block ends, so a sweep stopped mid-write ends its run instead of tearing the write."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from bench.signals import held, raising_on
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_signal_inside_the_block_is_raised_after_it_not_during_it() -> None:
+    steps: list[str] = []
+    with raising_on((signal.SIGTERM,), Stop), pytest.raises(Stop):
+        with held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            steps.append("the write finished")
+        steps.append("not reached")
+    assert steps == ["the write finished"]
+
+
+def test_ctrl_c_inside_the_block_is_a_keyboard_interrupt_after_it() -> None:
+    with pytest.raises(KeyboardInterrupt):
+        with held():
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_without_a_signal_the_block_runs_and_the_handlers_come_back() -> None:
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    with held():
+        pass
+    assert {s: signal.getsignal(s) for s in before} == before
