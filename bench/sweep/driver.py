@@ -47,7 +47,6 @@ from rich.text import Text
 from attacks import attack_names
 from attacks.tuning import journal
 from bench.errors import BenchError
-from bench.signals import held
 from bench.sweep.archive import Archive
 from bench.sweep.config import SweepConfig
 from bench.sweep.jobs import JobContext, damaged_output, output_files, run_job
@@ -522,10 +521,8 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
                             result = _ray().get(ref)
                         except Exception as err:  # the job raised, or its upstream did: record it, go on
                             result = _failure(job, err, [names[d] for d in dependencies(job) if _failed(refs[d])])
-                        with held():  # a stop waits for the result to be written whole
-                            tracker.log_result(result, parent)
-                            note = archive.add(result) if archive is not None else None
-                        if note:
+                        tracker.log_result(result, parent)
+                        if archive is not None and (note := archive.add(result)):
                             console.print(note, markup=False, highlight=False)
                         outcome.results[job.id] = result
                         if result.status == "FINISHED":
@@ -567,10 +564,8 @@ def _drive(cfg: SweepConfig, plan: Plan, contexts: dict[str, JobContext], storag
             try:
                 counts = {f"jobs_{what}": float(sum(c[what] for c in outcome.counts.values()))
                           for what in ("done", "skipped")}
-                with held():
-                    tracker.close_sweep(parent, status, {"sweep_seconds": outcome.seconds,
-                                                         "jobs_failed": len(outcome.failed), **counts},
-                                        started=started_at)
+                tracker.close_sweep(parent, status, {"sweep_seconds": outcome.seconds,
+                                                     "jobs_failed": len(outcome.failed), **counts}, started=started_at)
             except BenchError as err:
                 if sys.exc_info()[0] is None:  # nothing else is on its way out: this is the error to report
                     raise

@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
 from bench.errors import BenchError
+from bench.signals import held
 from bench.sweep.results import JobResult
 from bench.sweep.store import COMPARISON_VIEW_TAG, check_uri, default_artifact_root
 from common.errors import first_line
@@ -258,20 +259,21 @@ class Tracker:
         own under it (kind ``invocation``, started at ``started``, a time.time()), since the sweep's run spans
         every invocation; a store that takes no figures still gets the status, so no sweep is left RUNNING
         by a driver that exits."""
-        try:
-            self._log(run_id, metrics=metrics or {})
-            invocation = self.client.create_run(
-                self.experiment_id, run_name=f"invocation {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                start_time=int(1000 * started) if started else None,
-                tags={PARENT_TAG: run_id, "kind": "invocation", **self.code}).info.run_id
-            self._log(invocation, metrics=metrics or {})
-            self.client.set_terminated(invocation, status=status)
-        except Exception as err:
-            raise self._write_error(err, f"record the sweep's figures ({status})", run_id, status) from None
-        try:
-            self.client.set_terminated(run_id, status=status)
-        except Exception as err:
-            raise self._write_error(err, f"end the sweep's run as {status}") from None
+        with held():  # a stop waits for the sweep's run to be ended
+            try:
+                self._log(run_id, metrics=metrics or {})
+                invocation = self.client.create_run(
+                    self.experiment_id, run_name=f"invocation {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                    start_time=int(1000 * started) if started else None,
+                    tags={PARENT_TAG: run_id, "kind": "invocation", **self.code}).info.run_id
+                self._log(invocation, metrics=metrics or {})
+                self.client.set_terminated(invocation, status=status)
+            except Exception as err:
+                raise self._write_error(err, f"record the sweep's figures ({status})", run_id, status) from None
+            try:
+                self.client.set_terminated(run_id, status=status)
+            except Exception as err:
+                raise self._write_error(err, f"end the sweep's run as {status}") from None
 
     def _write_error(self, err: Exception, what: str, run_id: str | None = None, status: str = "FAILED") -> BenchError:
         """A store write that failed, as one line naming what was being written; the run it leaves open (if
@@ -292,18 +294,19 @@ class Tracker:
             tags["error"] = result.error[:MAX_TAG]
         run_id = None
         self._finished = None
-        try:
-            run_id = self.client.create_run(self.experiment_id, run_name=result.name, tags=tags).info.run_id
-            self._log(run_id, params=result.params, metrics=to_store(result.metrics))
-            for name, text in result.artifacts.items():
-                self.client.log_text(run_id, text, name)
-            self.client.set_terminated(run_id, status=result.status)
-            if self._recorded is None or result.job_id in self._recorded:
-                for old in self.runs(f"tags.job_id = '{result.job_id}'"):
-                    if old.info.run_id != run_id:
-                        self.client.delete_run(old.info.run_id)
-        except Exception as err:  # a full disk, a server gone: one line; the half-written run is not left RUNNING
-            raise self._write_error(err, f"record job {result.name}", run_id) from None
+        with held():  # a stop waits for the run to be written whole: torn, it could leave the store locked
+            try:
+                run_id = self.client.create_run(self.experiment_id, run_name=result.name, tags=tags).info.run_id
+                self._log(run_id, params=result.params, metrics=to_store(result.metrics))
+                for name, text in result.artifacts.items():
+                    self.client.log_text(run_id, text, name)
+                self.client.set_terminated(run_id, status=result.status)
+                if self._recorded is None or result.job_id in self._recorded:
+                    for old in self.runs(f"tags.job_id = '{result.job_id}'"):
+                        if old.info.run_id != run_id:
+                            self.client.delete_run(old.info.run_id)
+            except Exception as err:  # a full disk, a server gone: one line; the half-written run is not left RUNNING
+                raise self._write_error(err, f"record job {result.name}", run_id) from None
         if self._recorded is not None:
             self._recorded.add(result.job_id)
         return run_id

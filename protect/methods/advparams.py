@@ -104,11 +104,11 @@ def advparams(run: EncryptionRun) -> dict[str, Any]:
         wanted = step_size(run.options["schedule"], budget, ledger.count, run.target_accuracy, result.accuracy, last)
         focus = run.options["schedule"] == "adaptive" and wanted >= FOCUS_FROM
         signs = {n: g.sign().reshape(-1) for n, g in zip(candidates.names, result.grads, strict=True)}
-        scores = []
+        per_tensor = []
         for n, g in zip(candidates.names, result.grads, strict=True):
             score = _score(run, n, g.reshape(-1), signs[n])
-            scores.append((best_unit(score, g.shape) if focus else score).to(device))
-        scores = torch.cat(scores)
+            per_tensor.append((best_unit(score, g.shape) if focus else score).to(device))
+        scores = torch.cat(per_tensor)
         top = scores.topk(min(wanted, len(scores)))
         picked = top.indices[top.values > 0]
         if not len(picked):
